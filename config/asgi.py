@@ -1,0 +1,18 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+django_asgi_app = get_asgi_application()
+
+from config.preflight import check_or_exit  # noqa: E402  (needs Django set up)
+from realtime.routing import build_application  # noqa: E402
+
+if os.environ.get("YJLD_SKIP_PREFLIGHT") != "1":
+    check_or_exit()
+
+application = build_application(django_asgi_app)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GisConfig(AppConfig):
+    name = "gis"
+    verbose_name = "GIS"

@@ -1,0 +1,51 @@
+"""Shared fixtures: the demo city loaded once per session, and authenticated API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from rest_framework.test import APIClient
+
+DEMO_SEED = 2026
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Migrate once, then load the demo city once for the whole session."""
+    from command.demo import demo_city_load
+
+    with django_db_blocker.unblock():
+        demo_city_load(seed=DEMO_SEED, grids=2000)
+
+
+@pytest.fixture
+def demo_city(db):
+    """Make sure the demo city is present (transactional tests flush it away)."""
+    from command.demo import demo_city_exists, demo_city_load
+
+    if not demo_city_exists():
+        demo_city_load(seed=DEMO_SEED, grids=2000)
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    """An unauthenticated DRF test client."""
+    return APIClient()
+
+
+@pytest.fixture
+def client_for(db) -> Callable[[str], APIClient]:
+    """Return a function giving an APIClient authenticated (bearer token) as a demo user."""
+    from rest_framework.authtoken.models import Token
+
+    from command.models import User
+
+    def make(username: str) -> APIClient:
+        user = User.objects.get(username=username)
+        token, _ = Token.objects.get_or_create(user=user)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+        return client
+
+    return make
