@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
@@ -9,9 +11,33 @@ class CommandConfig(AppConfig):
     def ready(self) -> None:
         # Role groups need the permissions that post_migrate creates, so they are ensured after it.
         post_migrate.connect(_ensure_groups, sender=self, dispatch_uid="command_roles_groups")
+        _connect_to_incidents()
 
 
 def _ensure_groups(**kwargs: object) -> None:
     from command.services import roles_ensure_groups
 
     roles_ensure_groups()
+
+
+def _department_sees_its_incidents(user: Any) -> Any:
+    from django.db.models import Q
+
+    if getattr(user, "role", None) == "department" and user.department_id:
+        return Q(orders__department_id=user.department_id)
+    return None
+
+
+def _connect_to_incidents() -> None:
+    """Plug dispatch into the incident loop (incidents does not import command: DESIGN.md)."""
+    from command import services
+    from incidents import selectors
+    from incidents import services as incident_services
+
+    incident_services.register_action_handler("dispatch", services.incident_dispatch)
+    if services.auto_dispatch_after_register not in incident_services.AFTER_ACTION_HOOKS:
+        incident_services.AFTER_ACTION_HOOKS.append(services.auto_dispatch_after_register)
+    if services.rework_reopen_lead not in incident_services.REWORK_HOOKS:
+        incident_services.REWORK_HOOKS.append(services.rework_reopen_lead)
+    if _department_sees_its_incidents not in selectors.VISIBILITY_EXTENSIONS:
+        selectors.VISIBILITY_EXTENSIONS.append(_department_sees_its_incidents)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
 from command.constants import DepartmentKind, Role
-from command.models import Department, LinkageRule, User
+from command.models import Department, EscalationPolicy, LinkageRule, Unit, User
 from command.services import user_create
 from gis.citygen import City, generate_city
 from gis.models import Layer, TerritoryUnit
@@ -122,6 +124,8 @@ def demo_city_load(*, seed: int = 2026, grids: int = 2000, reset: bool = False) 
     _load_rules()
     _load_deadlines()
     _load_users(city, departments)
+    _load_escalation()
+    _load_units(city, departments, seed)
     return DemoSummary(True, seed, _counts(), Department.objects.count(), User.objects.count())
 
 
@@ -130,7 +134,27 @@ def _counts() -> dict[str, int]:
 
 
 def _clear_reference_data() -> None:
-    # Only the demo's own rows; reset is a demo convenience, never run against a real city's data.
+    # Reset is a demo convenience that wipes the operational data too; never run it on a real city.
+    from command.models import DispatchOrder, OrderPhoto, OrderProgress, SupervisionNotice
+    from incidents.models import Incident, IncidentLogRecord, IncidentRequest, IncidentSerial, Photo, Report
+    from realtime.models import Event
+
+    OrderPhoto.objects.all().delete()
+    OrderProgress.objects.all().delete()
+    SupervisionNotice.objects.all().delete()
+    DispatchOrder.objects.update(replaced_by=None)
+    DispatchOrder.objects.all().delete()
+    Photo.objects.all().delete()
+    Report.objects.all().delete()
+    IncidentLogRecord.objects.all().delete()
+    IncidentRequest.objects.all().delete()
+    Incident.objects.update(merged_into=None)
+    Incident.objects.all().delete()
+    IncidentSerial.objects.all().delete()
+    Event.objects.all().delete()
+    Unit.objects.all().delete()
+    EscalationPolicy.objects.all().delete()
+    Department.objects.update(head=None)
     User.objects.all().delete()
     LinkageRule.objects.all().delete()
     DeadlinePolicy.objects.all().delete()
@@ -271,13 +295,64 @@ def _load_users(city: City, departments: dict[str, Department]) -> None:
     for code, department in sorted(departments.items()):
         if code == "command_centre":
             continue
-        user_create(
+        user = user_create(
             username=code,
             role=Role.DEPARTMENT,
             department=department,
             password_hash=password_hash,
             first_name=department.name,
         )
+        department.head = user
+        department.save(update_fields=["head"])
+
+
+def _load_escalation() -> None:
+    EscalationPolicy.objects.create(repeat_minutes=15)
+    for grade in Grade.objects.filter(level__in=[1, 2]):
+        EscalationPolicy.objects.create(grade=grade, repeat_minutes=5)
+
+
+# Units per department kind: (how many, name stem, unit kind).
+UNIT_PLAN = {
+    DepartmentKind.FIRE: (3, "消防车", "fire_engine"),
+    DepartmentKind.POLICE: (4, "巡逻车", "patrol_car"),
+    DepartmentKind.MEDICAL: (8, "救护车", "ambulance"),
+    DepartmentKind.WATER: (2, "抢修车", "repair_truck"),
+    DepartmentKind.POWER: (2, "抢修车", "repair_truck"),
+    DepartmentKind.GAS: (2, "抢险车", "repair_truck"),
+    DepartmentKind.URBAN_MANAGEMENT: (2, "执法队", "team"),
+}
+
+
+def _load_units(city: City, departments: dict[str, Department], seed: int) -> None:
+    rng = np.random.default_rng(seed + 17)
+    by_code = {u.code: u for u in city.units if u.layer == "district"}
+    rows = []
+    for code, department in sorted(departments.items()):
+        plan = UNIT_PLAN.get(DepartmentKind(department.kind))
+        if plan is None:
+            continue
+        count, stem, kind = plan
+        area_codes = list(department.jurisdiction.values_list("code", flat=True))
+        area = shapely.union_all([by_code[c].geometry for c in area_codes if c in by_code])
+        minx, miny, maxx, maxy = area.bounds
+        for n in range(1, count + 1):
+            # Rejection sampling keeps each unit inside its department's jurisdiction.
+            while True:
+                lon, lat = float(rng.uniform(minx, maxx)), float(rng.uniform(miny, maxy))
+                if area.contains(shapely.Point(lon, lat)):
+                    break
+            rows.append(
+                Unit(
+                    department=department,
+                    code=f"{code}-{n:02d}",
+                    name=f"{department.name}{stem}{n:02d}",
+                    kind=kind,
+                    lon=round(lon, 6),
+                    lat=round(lat, 6),
+                )
+            )
+    Unit.objects.bulk_create(rows)
 
 
 def demo_logins() -> list[tuple[str, str]]:

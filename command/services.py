@@ -1,14 +1,45 @@
-"""Writes for departments, people and roles."""
+"""Writes for the command app: people and roles, dispatch by linkage rules, orders, escalation, units."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from command.constants import ROLE_PERMISSIONS, Role
-from command.models import Department, User
+from command import rules
+from command.constants import ROLE_PERMISSIONS, DepartmentKind, Role
+from command.models import (
+    CLOSED_ORDER_STATES,
+    Department,
+    DispatchOrder,
+    EscalationPolicy,
+    LinkageRule,
+    OrderProgress,
+    OrderRole,
+    OrderStatus,
+    RejectCategory,
+    SupervisionNotice,
+    Unit,
+    UnitStatus,
+    User,
+)
+from gis.geocoding import parse_coordinate
+from incidents import deadlines
+from incidents.models import Incident, Source
+from incidents.services import (
+    ActionError,
+    incident_mark_dispatched,
+    incident_record,
+    incident_system_transition,
+)
+from realtime.publish import publish
+
+# ------------------------------------------------------------------------------------- people, roles
 
 
 def role_group_name(role: str) -> str:
@@ -21,9 +52,8 @@ def roles_ensure_groups() -> dict[str, Group]:
     groups: dict[str, Group] = {}
     for role in Role.values:
         group, _ = Group.objects.get_or_create(name=role_group_name(role))
-        wanted = ROLE_PERMISSIONS.get(role, [])
         perms = []
-        for dotted in wanted:
+        for dotted in ROLE_PERMISSIONS.get(role, []):
             app_label, codename = dotted.split(".", 1)
             perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if perm is not None:
@@ -43,8 +73,7 @@ def user_set_role(*, user: User, role: str, department: Department | None = None
     user.is_staff = role == Role.ADMIN
     user.full_clean(exclude=["password"])
     user.save()
-    role_groups = Group.objects.filter(name__startswith="role:")
-    user.groups.remove(*role_groups)
+    user.groups.remove(*Group.objects.filter(name__startswith="role:"))
     group, _ = Group.objects.get_or_create(name=role_group_name(role))
     user.groups.add(group)
     return user
@@ -76,3 +105,710 @@ def user_create(
     if grid_ids:
         user.grids.set(grid_ids)
     return user
+
+
+# ------------------------------------------------------------------------------------------ linkage
+
+
+def _area_codes(incident: Incident) -> dict[str, str]:
+    return {
+        "district": incident.district_code,
+        "street": incident.street_code,
+        "community": incident.community_code,
+        "grid": incident.grid_code,
+        "block": incident.block_code,
+    }
+
+
+def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> LinkageRule | None:
+    """The first enabled rule (by position) whose conditions match the incident; else the default."""
+    local = timezone.localtime(at or timezone.now()).time()
+    facts = rules.RuleFacts(
+        category_code=incident.category.code,
+        family_code=incident.category.parent.code if incident.category.parent is not None else None,
+        grade_code=incident.grade.code if incident.grade else None,
+        area_codes=frozenset(c for c in _area_codes(incident).values() if c),
+        local_time=local,
+    )
+    candidates = LinkageRule.objects.filter(enabled=True).select_related("category", "grade", "territory")
+    default = None
+    for rule in candidates.order_by("position", "id"):
+        if rule.is_default:
+            default = default or rule
+            continue
+        if rules.rule_matches(
+            category_code=rule.category.code if rule.category else None,
+            grade_code=rule.grade.code if rule.grade else None,
+            territory_code=rule.territory.code if rule.territory else None,
+            time_from=rule.time_from,
+            time_to=rule.time_to,
+            facts=facts,
+        ):
+            return rule
+    return default
+
+
+def department_of_kind_for(kind: str, incident: Incident) -> Department | None:
+    """The active department of `kind` whose jurisdiction contains the incident (deepest unit wins)."""
+    codes = _area_codes(incident)
+    depth = {"district": 1, "street": 2, "community": 3, "grid": 4, "block": 4}
+    rows = (
+        Department.objects.filter(
+            kind=kind, active=True, jurisdiction__code__in=[c for c in codes.values() if c]
+        )
+        .values_list("pk", "code", "jurisdiction__layer")
+        .order_by("code")
+    )
+    best: tuple[int, str, int] | None = None
+    for pk, code, layer in rows:
+        key = (-depth.get(layer, 0), code, pk)
+        if best is None or key < best:
+            best = key
+    return Department.objects.get(pk=best[2]) if best else None
+
+
+def rule_snapshot(rule: LinkageRule | None) -> dict[str, Any]:
+    """A copy of the rule as it stands, stored on each order it produced."""
+    if rule is None:
+        return {}
+    return {
+        "id": rule.pk,
+        "position": rule.position,
+        "name": rule.name,
+        "is_default": rule.is_default,
+        "category": rule.category.code if rule.category else None,
+        "grade": rule.grade.code if rule.grade else None,
+        "territory": rule.territory.code if rule.territory else None,
+        "time_from": rule.time_from.isoformat() if rule.time_from else None,
+        "time_to": rule.time_to.isoformat() if rule.time_to else None,
+        "lead_department": rule.lead_department.code if rule.lead_department else None,
+        "lead_kind": rule.lead_kind or None,
+        "assist_departments": sorted(rule.assist_departments.values_list("code", flat=True)),
+        "assist_kinds": list(rule.assist_kinds),
+    }
+
+
+def linkage_proposal(incident: Incident) -> dict[str, Any]:
+    """What the rules propose for an incident: the rule, the lead and the assisting departments."""
+    rule = linkage_rule_for(incident)
+    lead: Department | None = None
+    assists: list[Department] = []
+    unresolved: list[str] = []
+    if rule is not None:
+        lead = rule.lead_department or (
+            department_of_kind_for(rule.lead_kind, incident) if rule.lead_kind else None
+        )
+        if lead is None and rule.lead_kind:
+            unresolved.append(rule.lead_kind)
+        assists = list(rule.assist_departments.filter(active=True).order_by("code"))
+        for kind in rule.assist_kinds:
+            found = department_of_kind_for(kind, incident)
+            if found is None:
+                unresolved.append(kind)
+            elif found not in assists and found != lead:
+                assists.append(found)
+    return {
+        "rule": rule,
+        "lead": lead,
+        "assists": [a for a in assists if a != lead],
+        "unresolved_kinds": unresolved,
+    }
+
+
+# ----------------------------------------------------------------------------------------- dispatch
+
+
+def _departments_by_code(codes: Sequence[str], field: str) -> list[Department]:
+    found = {d.code: d for d in Department.objects.filter(code__in=codes, active=True)}
+    missing = [c for c in codes if c not in found]
+    if missing:
+        raise ActionError(field, f"unknown department {missing[0]!r}")
+    if any(d.kind == DepartmentKind.COMMAND_CENTRE for d in found.values()):
+        raise ActionError(field, "the command centre does not receive dispatch orders")
+    return [found[c] for c in codes]
+
+
+def incident_dispatch(
+    *, incident: Incident, actor: Any, source: str, payload: dict[str, Any], reason: str
+) -> Incident:
+    """Create the dispatch orders for an (already row-locked) incident, by rule or as the operator chose."""
+    proposal = linkage_proposal(incident)
+    lead_code = payload.get("lead")
+    assist_codes = payload.get("assist")
+    if lead_code is None and assist_codes is None:
+        lead, assists = proposal["lead"], proposal["assists"]
+        if lead is None:
+            raise ActionError("lead", "no linkage rule gives a lead department here; name one with a reason")
+        override = ""
+    else:
+        if not isinstance(lead_code, str) or not lead_code:
+            raise ActionError("lead", "the code of the lead department is required")
+        if assist_codes is None:
+            assist_codes = []
+        if not isinstance(assist_codes, list) or not all(isinstance(c, str) for c in assist_codes):
+            raise ActionError("assist", "a list of department codes is expected")
+        lead = _departments_by_code([lead_code], "lead")[0]
+        assists = [d for d in _departments_by_code(list(dict.fromkeys(assist_codes)), "assist") if d != lead]
+        proposed = (proposal["lead"], {d.pk for d in proposal["assists"]})
+        chosen = (lead, {d.pk for d in assists})
+        override = reason
+        if chosen != proposed and not reason:
+            raise ActionError("reason", "choosing other departments than the rule proposes needs a reason")
+    snapshot = rule_snapshot(proposal["rule"])
+    now = timezone.now()
+    created: list[DispatchOrder] = []
+    for department, role in [(lead, OrderRole.LEAD), *[(d, OrderRole.ASSIST) for d in assists]]:
+        # The incident row is locked: a second dispatch of the same department finds the open order.
+        if incident.orders.filter(department=department).exclude(status__in=CLOSED_ORDER_STATES).exists():
+            continue
+        order = DispatchOrder(
+            incident=incident,
+            department=department,
+            role=role,
+            rule_snapshot=snapshot,
+            override_reason=override,
+            issued_by=actor if getattr(actor, "pk", None) else None,
+            issued_at=now,
+        )
+        _enter_order_stage(order, incident, now)
+        order.save()
+        created.append(order)
+        _order_event("order.created", order, action="issue")
+    data = {
+        "orders": [{"id": o.pk, "department": o.department.code, "role": o.role} for o in created],
+        "rule": snapshot.get("name"),
+        "override": bool(override),
+    }
+    incident_mark_dispatched(incident=incident, actor=actor, source=source, reason=reason, data=data)
+    return incident
+
+
+def auto_dispatch_after_register(*, incident: Incident, action: str, actor: Any, source: str) -> None:
+    """Dispatch by rule as soon as an incident of an auto-dispatching category is registered."""
+    if action != "register" or not incident.category.auto_dispatch:
+        return
+    proposal = linkage_proposal(incident)
+    if proposal["lead"] is None:
+        return  # nobody to send it to by rule: it waits in the queue for an operator's choice
+    incident_dispatch(
+        incident=incident,
+        actor=None,
+        source=Source.SYSTEM,
+        payload={},
+        reason="automatic dispatch on registration",
+    )
+
+
+def rework_reopen_lead(*, incident: Incident, actor: Any, source: str, reason: str) -> None:
+    """After a failed verification, issue a new order to the lead department for the rework."""
+    lead = (
+        incident.orders.filter(role=OrderRole.LEAD, status=OrderStatus.COMPLETED)
+        .order_by("-completed_at")
+        .first()
+    )
+    if lead is None:
+        return
+    now = timezone.now()
+    order = DispatchOrder(
+        incident=incident,
+        department=lead.department,
+        role=OrderRole.LEAD,
+        rule_snapshot=lead.rule_snapshot,
+        override_reason=f"rework: {reason}",
+        issued_by=actor,
+        issued_at=now,
+    )
+    _enter_order_stage(order, incident, now)
+    order.save()
+    _order_event("order.created", order, action="rework")
+
+
+# ------------------------------------------------------------------------------------- order actions
+
+
+def _order_recipients(order: DispatchOrder) -> list[int]:
+    query = Q(department_id=order.department_id) | Q(role__in=[Role.OPERATOR, Role.COMMANDER])
+    return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
+
+
+def order_event_data(order: DispatchOrder, action: str | None = None) -> dict[str, Any]:
+    """The data of an order event (no personal data)."""
+    incident = order.incident
+    data: dict[str, Any] = {
+        "id": order.pk,
+        "incident_id": incident.pk,
+        "incident_code": incident.code,
+        "department": order.department.code,
+        "role": order.role,
+        "status": order.status,
+        "stage": order.stage or None,
+        "due_at": order.due_at.isoformat() if order.due_at else None,
+        "overdue": order.overdue_at is not None,
+        "category": incident.category.code,
+        "grade": incident.grade.code if incident.grade else None,
+        "lon": incident.lon,
+        "lat": incident.lat,
+        "address": incident.address,
+        "description": incident.description[:500],
+    }
+    if action is not None:
+        data["action"] = action
+    return data
+
+
+def _order_event(
+    name: str,
+    order: DispatchOrder,
+    *,
+    action: str,
+    extra: dict[str, Any] | None = None,
+    recipients: Iterable[int] | None = None,
+) -> None:
+    data = order_event_data(order, action)
+    if extra:
+        data.update(extra)
+    publish(
+        name=name, data=data, recipients=recipients if recipients is not None else _order_recipients(order)
+    )
+
+
+def _enter_order_stage(order: DispatchOrder, incident: Incident, now: datetime) -> None:
+    stage = rules.ORDER_STAGE.get(order.status)
+    order.warned_at = order.overdue_at = order.next_escalation_at = None
+    order.escalation_count = 0
+    if stage is None:
+        order.stage, order.stage_started_at, order.due_at, order.warn_at, order.clock_unit = (
+            "",
+            None,
+            None,
+            None,
+            "",
+        )
+        return
+    if stage == order.stage and order.due_at is not None:
+        return
+    clock = deadlines.clock_for(
+        stage=stage,
+        category=incident.category,
+        grade=incident.grade,
+        area_codes=_area_codes(incident),
+        start=now,
+    )
+    order.stage, order.stage_started_at = stage, now
+    order.due_at = clock.due_at if clock else None
+    order.warn_at = clock.warn_at if clock else None
+    order.clock_unit = clock.unit if clock else ""
+
+
+def _order_log(
+    order: DispatchOrder,
+    *,
+    actor: Any,
+    action: str,
+    source: str,
+    from_status: str,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+) -> None:
+    incident_record(
+        order.incident,
+        actor=actor,
+        action=f"order_{action}",
+        source=source,
+        from_status=order.incident.status,
+        to_status=order.incident.status,
+        reason=reason,
+        data={
+            "order_id": order.pk,
+            "department": order.department.code,
+            "role": order.role,
+            "order_from": from_status,
+            "order_to": order.status,
+            **(data or {}),
+        },
+    )
+
+
+def order_act(
+    *, order_id: int, actor: Any, action: str, source: str = Source.API, payload: dict[str, Any] | None = None
+) -> DispatchOrder:
+    """Carry out one action on a dispatch order (raises rules.OrderActionRefused or ActionError)."""
+    payload = payload or {}
+    with transaction.atomic():
+        order = (
+            DispatchOrder.objects.select_for_update(of=("self",))
+            .select_related("department", "incident", "incident__category", "incident__grade")
+            .get(pk=order_id)
+        )
+        role = actor.role
+        transition = rules.order_check(
+            action=action, status=order.status, role=role, upheld=bool(order.ruling)
+        )
+        if role == Role.DEPARTMENT and actor.department_id != order.department_id:
+            raise rules.OrderActionRefused(
+                "this order belongs to another department", [], forbidden_role=True
+            )
+        reason = str(payload.get("reason") or "").strip()
+        if transition.needs_reason and not reason:
+            raise ActionError("reason", f"a reason is required to {action}")
+        # Lock the incident too: the incident's state follows its orders.
+        Incident.objects.select_for_update().filter(pk=order.incident_id).first()
+        handler = _ORDER_HANDLERS[action]
+        now = timezone.now()
+        from_status = order.status
+        handler(order, actor=actor, payload=payload, reason=reason, now=now)
+        if (
+            transition.target is not None
+            and order.status == transition.target
+            and order.status != from_status
+        ):
+            _enter_order_stage(order, order.incident, now)
+        order.save()
+        _order_log(
+            order,
+            actor=actor,
+            action=action,
+            source=source,
+            from_status=from_status,
+            reason=reason,
+            data=_log_data(order, action, payload),
+        )
+        _order_event("order.updated", order, action=action)
+        _after_order_change(order, actor=actor, action=action, source=source)
+        return order
+
+
+def _log_data(order: DispatchOrder, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if action == "arrive":
+        return {"lon": order.arrival_lon, "lat": order.arrival_lat}
+    if action == "reject":
+        return {"category": order.reject_category}
+    if action == "arbitrate":
+        return {"ruling": payload.get("ruling"), "to": payload.get("department")}
+    return {}
+
+
+def _sign(order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime) -> None:
+    order.status, order.signed_at, order.signed_by = OrderStatus.SIGNED, now, actor
+    if order.delivered_at is None:
+        order.delivered_at = now
+
+
+def _reject(order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime) -> None:
+    category = payload.get("category")
+    if category not in RejectCategory.values:
+        raise ActionError(
+            "category", f"a reason category is required: one of {', '.join(RejectCategory.values)}"
+        )
+    order.status, order.rejected_at = OrderStatus.REJECTED, now
+    order.reject_reason, order.reject_category = reason, category
+    order.reject_count += 1
+
+
+def _depart(order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime) -> None:
+    order.status, order.departed_at = OrderStatus.EN_ROUTE, now
+
+
+def _position(payload: dict[str, Any]) -> tuple[float, float]:
+    from gis.geocoding import InvalidCoordinate
+
+    try:
+        return parse_coordinate("lon", payload.get("lon")), parse_coordinate("lat", payload.get("lat"))
+    except InvalidCoordinate as exc:
+        raise ActionError(exc.field, exc.message) from None
+
+
+def _arrive(order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime) -> None:
+    lon, lat = _position(payload)
+    order.status, order.arrived_at, order.arrival_lon, order.arrival_lat = OrderStatus.ON_SCENE, now, lon, lat
+
+
+def _note(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], kind: str, now: datetime
+) -> OrderProgress:
+    note = str(payload.get("note") or "").strip()
+    if kind == "progress" and not note:
+        raise ActionError("note", "a progress note is required")
+    return OrderProgress.objects.create(order=order, at=now, by=actor, kind=kind, note=note[:4000])
+
+
+def _progress(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
+) -> None:
+    _note(order, actor=actor, payload=payload, kind="progress", now=now)
+
+
+def _complete(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
+) -> None:
+    progress = _note(order, actor=actor, payload=payload, kind="completion", now=now)
+    order.status, order.completed_at, order.completed_by = OrderStatus.COMPLETED, now, actor
+    order.completion_note = progress.note
+
+
+def _arbitrate(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
+) -> None:
+    ruling = payload.get("ruling")
+    if ruling == "uphold":
+        order.status, order.ruling = OrderStatus.ISSUED, reason
+        order.stage = ""  # restart the sign-for clock
+        _enter_order_stage(order, order.incident, now)
+        return
+    if ruling != "reassign":
+        raise ActionError("ruling", "use 'uphold' (the department must take it) or 'reassign'")
+    code = payload.get("department")
+    if not isinstance(code, str) or not code:
+        raise ActionError("department", "the code of the department to reassign to is required")
+    target = _departments_by_code([code], "department")[0]
+    if target.pk == order.department_id:
+        raise ActionError("department", "reassign to another department, or uphold the order")
+    if order.incident.orders.filter(department=target).exclude(status__in=CLOSED_ORDER_STATES).exists():
+        raise ActionError("department", f"{code} already holds an open order for this incident")
+    order.status, order.ruling = OrderStatus.REASSIGNED, reason
+    new = DispatchOrder(
+        incident=order.incident,
+        department=target,
+        role=order.role,
+        rule_snapshot=order.rule_snapshot,
+        override_reason=f"reassigned by ruling: {reason}",
+        issued_by=actor,
+        issued_at=now,
+    )
+    _enter_order_stage(new, order.incident, now)
+    new.save()
+    order.replaced_by = new
+    _order_event("order.created", new, action="reassign")
+
+
+def _release(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
+) -> None:
+    if (
+        order.role == OrderRole.LEAD
+        and order.incident.orders.filter(role=OrderRole.LEAD)
+        .exclude(status__in=CLOSED_ORDER_STATES)
+        .exclude(pk=order.pk)
+        .count()
+        == 0
+    ):
+        raise ActionError("action", "the lead order cannot be released; reassign it by arbitration instead")
+    order.status = OrderStatus.RELEASED
+
+
+def _supervise(
+    order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
+) -> None:
+    level = order.notices.count() + 1
+    SupervisionNotice.objects.create(order=order, at=now, by=actor, level=level, message=reason)
+    _order_event(
+        "order.overdue",
+        order,
+        action="supervise",
+        extra={
+            "overdue_by_s": _overdue_by(order, now),
+            "level": level,
+            "message": reason,
+            "by": actor.username,
+        },
+        recipients=_escalation_recipients(order),
+    )
+
+
+_ORDER_HANDLERS = {
+    "sign": _sign,
+    "reject": _reject,
+    "depart": _depart,
+    "arrive": _arrive,
+    "progress": _progress,
+    "complete": _complete,
+    "arbitrate": _arbitrate,
+    "release": _release,
+    "supervise": _supervise,
+}
+assert set(_ORDER_HANDLERS) == set(rules.ORDER_TRANSITIONS)
+
+
+def _after_order_change(order: DispatchOrder, *, actor: Any, action: str, source: str) -> None:
+    incident = order.incident
+    if action == "sign" and order.role == OrderRole.LEAD:
+        incident_system_transition(
+            incident_id=incident.pk,
+            action="start_work",
+            actor=actor,
+            source=source,
+            data={"order_id": order.pk},
+        )
+    if action in ("complete", "release"):
+        orders = list(
+            incident.orders.exclude(status=OrderStatus.REASSIGNED).values_list(
+                "role", "status", "completed_by"
+            )
+        )
+        lead_done = any(r == OrderRole.LEAD and s == OrderStatus.COMPLETED for r, s, _ in orders)
+        open_left = any(s not in (OrderStatus.COMPLETED, OrderStatus.RELEASED) for _, s, _ in orders)
+        if lead_done and not open_left:
+            handlers = sorted({by for _, s, by in orders if s == OrderStatus.COMPLETED and by})
+            incident_system_transition(
+                incident_id=incident.pk,
+                action="mark_handled",
+                actor=actor,
+                source=source,
+                handlers=handlers,
+                data={"order_id": order.pk},
+            )
+
+
+def order_mark_delivered(*, order_id: int, at: datetime | None = None) -> bool:
+    """Record the first acknowledgement of an order by its department's client (once)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        changed = DispatchOrder.objects.filter(pk=order_id, status=OrderStatus.ISSUED).update(
+            status=OrderStatus.DELIVERED, delivered_at=at
+        )
+        if not changed:
+            return False
+        order = DispatchOrder.objects.select_related(
+            "department", "incident", "incident__category", "incident__grade"
+        ).get(pk=order_id)
+        _order_log(
+            order, actor=None, action="delivered", source=Source.SYSTEM, from_status=OrderStatus.ISSUED
+        )
+        _order_event("order.updated", order, action="delivered")
+        return True
+
+
+# ---------------------------------------------------------------------------------------- escalation
+
+
+def _overdue_by(order: DispatchOrder, now: datetime) -> float:
+    return max(0.0, (now - order.due_at).total_seconds()) if order.due_at else 0.0
+
+
+def escalation_policy_for(order: DispatchOrder) -> EscalationPolicy | None:
+    """The most specific escalation policy for the order's incident (category × grade)."""
+    incident = order.incident
+    cats = [incident.category_id] + ([incident.category.parent_id] if incident.category.parent_id else [])
+    best = None
+    for policy in EscalationPolicy.objects.all():
+        if policy.category_id is not None and policy.category_id not in cats:
+            continue
+        if policy.grade_id is not None and policy.grade_id != incident.grade_id:
+            continue
+        key = (
+            policy.category_id is not None,
+            policy.category_id == incident.category_id,
+            policy.grade_id is not None,
+            -policy.pk,
+        )
+        if best is None or key > best[0]:
+            best = (key, policy)
+    return best[1] if best else None
+
+
+def _escalation_recipients(order: DispatchOrder) -> list[int]:
+    query = Q(role=Role.COMMANDER) | Q(department_id=order.department_id)
+    ids = set(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
+    if order.department.head_id:
+        ids.add(order.department.head_id)
+    return sorted(ids)
+
+
+def orders_tick(*, now: datetime | None = None) -> dict[str, int]:
+    """Warn, escalate and re-escalate orders whose clocks have run; each step fires once per worker set."""
+    now = now or timezone.now()
+    counts = {"warned": 0, "overdue": 0, "repeated": 0}
+    active = [
+        OrderStatus.ISSUED,
+        OrderStatus.DELIVERED,
+        OrderStatus.SIGNED,
+        OrderStatus.EN_ROUTE,
+        OrderStatus.ON_SCENE,
+    ]
+    related = ("department", "incident", "incident__category", "incident__grade")
+    for pk, stage in DispatchOrder.objects.filter(
+        status__in=active, warned_at__isnull=True, warn_at__lte=now
+    ).values_list("pk", "stage"):
+        with transaction.atomic():
+            if DispatchOrder.objects.filter(pk=pk, stage=stage, warned_at__isnull=True).update(warned_at=now):
+                order = DispatchOrder.objects.select_related(*related).get(pk=pk)
+                _order_log(
+                    order,
+                    actor=None,
+                    action="due_soon",
+                    source=Source.SYSTEM,
+                    from_status=order.status,
+                    data={"stage": stage, "due_at": order.due_at.isoformat() if order.due_at else None},
+                )
+                _order_event("order.updated", order, action="due_soon")
+                counts["warned"] += 1
+    for pk, stage in DispatchOrder.objects.filter(
+        status__in=active, overdue_at__isnull=True, due_at__lte=now
+    ).values_list("pk", "stage"):
+        with transaction.atomic():
+            order = DispatchOrder.objects.select_related(*related).get(pk=pk)
+            policy = escalation_policy_for(order)
+            repeat = timedelta(minutes=policy.repeat_minutes if policy else 15)
+            if DispatchOrder.objects.filter(pk=pk, stage=stage, overdue_at__isnull=True).update(
+                overdue_at=now, escalation_count=1, next_escalation_at=now + repeat
+            ):
+                order.refresh_from_db()
+                _escalate(order, now=now, level=1)
+                counts["overdue"] += 1
+    for pk, stage, due_next in DispatchOrder.objects.filter(
+        status__in=active, overdue_at__isnull=False, next_escalation_at__lte=now
+    ).values_list("pk", "stage", "next_escalation_at"):
+        with transaction.atomic():
+            order = DispatchOrder.objects.select_related(*related).get(pk=pk)
+            policy = escalation_policy_for(order)
+            repeat = timedelta(minutes=policy.repeat_minutes if policy else 15)
+            level = order.escalation_count + 1
+            # Conditional on the old next time: only one worker moves it, so each repeat fires once.
+            if DispatchOrder.objects.filter(pk=pk, stage=stage, next_escalation_at=due_next).update(
+                escalation_count=level, next_escalation_at=now + repeat
+            ):
+                order.refresh_from_db()
+                _escalate(order, now=now, level=level)
+                counts["repeated"] += 1
+    return counts
+
+
+def _escalate(order: DispatchOrder, *, now: datetime, level: int) -> None:
+    late = _overdue_by(order, now)
+    message = (
+        f"{order.department.name}：{order.incident.code} {order.stage} "
+        f"已超时 {int(late // 60)} 分钟（第 {level} 次督办）"
+    )
+    SupervisionNotice.objects.create(order=order, at=now, by=None, level=level, message=message)
+    _order_log(
+        order,
+        actor=None,
+        action="overdue" if level == 1 else "escalated",
+        source=Source.SYSTEM,
+        from_status=order.status,
+        data={"stage": order.stage, "level": level, "overdue_by_s": late},
+    )
+    _order_event(
+        "order.overdue",
+        order,
+        action="overdue",
+        extra={"overdue_by_s": late, "level": level, "message": message},
+        recipients=_escalation_recipients(order),
+    )
+
+
+# --------------------------------------------------------------------------------------------- units
+
+
+def unit_set_position(*, unit: Unit, actor: Any, lon: Any, lat: Any, status: str | None = None) -> Unit:
+    """Record a unit's position (and optionally its status) reported by its department."""
+    if actor.role == Role.DEPARTMENT and actor.department_id != unit.department_id:
+        raise ActionError("unit", "this unit belongs to another department")
+    x, y = _position({"lon": lon, "lat": lat})
+    if status is not None and status not in UnitStatus.values:
+        raise ActionError("status", f"use one of {', '.join(UnitStatus.values)}")
+    unit.lon, unit.lat, unit.position_at = x, y, timezone.now()
+    if status is not None:
+        unit.status = status
+    unit.save()
+    return unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -124,3 +125,209 @@ class DeadlinePolicy(models.Model):
             raise ValidationError({"duration": _("Must be positive.")})
         if not 0 < self.warn_fraction < 1:
             raise ValidationError({"warn_fraction": _("Must lie strictly between 0 and 1.")})
+
+
+class Status(models.TextChoices):
+    """The closed loop of an incident (上报 → 受理 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案 → 评价)."""
+
+    REPORTED = "reported", _("Reported")
+    ACCEPTED = "accepted", _("Accepted")
+    REGISTERED = "registered", _("Registered")
+    CANCELLED = "cancelled", _("Not registered")
+    DISPATCHED = "dispatched", _("Dispatched")
+    IN_PROGRESS = "in_progress", _("In progress")
+    HANDLED = "handled", _("Handled")
+    VERIFIED = "verified", _("Verified")
+    CLOSED = "closed", _("Closed")
+    EVALUATED = "evaluated", _("Evaluated")
+    MERGED = "merged", _("Merged into another incident")
+
+
+class Source(models.TextChoices):
+    """Where an action came from."""
+
+    WEB = "web", _("Web page")
+    API = "api", _("API")
+    WEBSOCKET = "websocket", _("Websocket")
+    SYSTEM = "system", _("System")
+
+
+class IncidentSerial(models.Model):
+    """The last serial used per district and day; its row lock keeps incident codes gap-free."""
+
+    district_code = models.CharField(max_length=32)
+    day = models.DateField()
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["district_code", "day"], name="incident_serial_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.district_code} {self.day}: {self.last}"
+
+
+class Incident(models.Model):
+    """One incident, made of one or more reports, walking the closed loop."""
+
+    code = models.CharField(_("code"), max_length=48, unique=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.REPORTED)
+    category = models.ForeignKey(Category, verbose_name=_("category"), on_delete=models.PROTECT)
+    grade = models.ForeignKey(Grade, verbose_name=_("grade"), null=True, blank=True, on_delete=models.PROTECT)
+    description = models.TextField(_("description"))
+    address = models.CharField(_("address"), max_length=256, blank=True)
+    lon = models.FloatField(_("longitude (WGS-84)"))
+    lat = models.FloatField(_("latitude (WGS-84)"))
+    # The geocode result is copied, so later territory edits do not move history.
+    district_code = models.CharField(max_length=32, db_index=True)
+    street_code = models.CharField(max_length=32, db_index=True)
+    community_code = models.CharField(max_length=32, db_index=True)
+    grid_code = models.CharField(max_length=32, db_index=True)
+    block_code = models.CharField(max_length=32, blank=True, db_index=True)
+    geocode = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    reported_at = models.DateTimeField(_("reported at"), db_index=True)
+    reported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="incidents_reported"
+    )
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_incidents"
+    )
+    possible_duplicates = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="+")
+    # The clock of the current stage (see incidents/deadlines.py).
+    stage = models.CharField(max_length=16, choices=Stage.choices, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    clock_unit = models.CharField(max_length=16, choices=DurationUnit.choices, blank=True)
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True, db_index=True)
+    warn_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    warned_at = models.DateTimeField(null=True, blank=True)
+    overdue_at = models.DateTimeField(null=True, blank=True)
+    suspended_at = models.DateTimeField(_("suspended at"), null=True, blank=True)
+    rework_count = models.PositiveIntegerField(default=0)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    handled_by = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    evaluation_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    evaluation_comment = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("incident")
+        verbose_name_plural = _("incidents")
+        ordering = ["-reported_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-reported_at"]),
+            models.Index(fields=["category", "-reported_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def is_overdue(self) -> bool:
+        """True once the current stage has passed its due time (the mark is set by the timer engine)."""
+        return self.overdue_at is not None
+
+
+class Report(models.Model):
+    """One intake (a phone report or a hotline call); an incident keeps every report merged into it."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="reports")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reports")
+    idempotency_key = models.CharField(max_length=128, blank=True, default="")
+    request_hash = models.CharField(max_length=64)
+    channel = models.CharField(max_length=16, default="phone")
+    category = models.ForeignKey(Category, on_delete=models.PROTECT)
+    description = models.TextField()
+    lon = models.FloatField()
+    lat = models.FloatField()
+    input_lon = models.FloatField()
+    input_lat = models.FloatField()
+    input_crs = models.CharField(max_length=16, default="wgs84")
+    address = models.CharField(max_length=256, blank=True)
+    reporter_name = models.CharField(max_length=64, blank=True)
+    reporter_phone = models.CharField(max_length=32, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reporter", "idempotency_key"],
+                name="report_idempotency_key_per_reporter",
+                condition=~models.Q(idempotency_key=""),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.pk} of incident {self.incident_id}"
+
+
+class Photo(models.Model):
+    """A photo of a report, checked by content and stored through Django's storage API."""
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="photos")
+    file = models.FileField(upload_to="photos/%Y/%m/%d/")
+    content_type = models.CharField(max_length=32)
+    size = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    original_name = models.CharField(max_length=255, blank=True)
+    location_stripped = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"photo {self.sha256[:12]}"
+
+
+class IncidentLogRecord(models.Model):
+    """One step on an incident's timeline: who, in which role, from where, when, what and why."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="timeline")
+    at = models.DateTimeField(db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    actor_role = models.CharField(max_length=32, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+
+class RequestKind(models.TextChoices):
+    SUSPEND = "suspend", _("Suspend")
+    EXTEND = "extend", _("Extend")
+
+
+class IncidentRequest(models.Model):
+    """A suspension or extension asked for by an operator, waiting for a commander's approval."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="requests")
+    kind = models.CharField(max_length=16, choices=RequestKind.choices)
+    minutes = models.PositiveIntegerField(null=True, blank=True)
+    reason = models.TextField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    approved = models.BooleanField(null=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["requested_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} request on incident {self.incident_id}"

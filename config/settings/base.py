@@ -168,6 +168,18 @@ GIS_SNAP_TOLERANCE_M = env_float("GIS_SNAP_TOLERANCE_M", 200.0)
 # How often each process checks the territory data version (seconds).
 GIS_VERSION_CHECK_S = env_float("GIS_VERSION_CHECK_S", 2.0)
 
+# Incidents: duplicate detection, photos, the working calendar for deadlines in working time.
+DUPLICATE_RADIUS_M = env_float("DUPLICATE_RADIUS_M", 100.0)
+DUPLICATE_WINDOW_MIN = env_float("DUPLICATE_WINDOW_MIN", 60.0)
+PHOTO_MAX_BYTES = int(env_float("PHOTO_MAX_BYTES", 10 * 1024 * 1024))
+PHOTO_MAX_COUNT = int(env_float("PHOTO_MAX_COUNT", 9))
+PHOTO_STRIP_LOCATION = env_bool("PHOTO_STRIP_LOCATION", True)
+WORK_CALENDAR_FILE = os.environ.get("WORK_CALENDAR_FILE") or str(
+    BASE_DIR / "incidents" / "data" / "calendar-sample.json"
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
 DEMO_PASSWORD = "demo-pass-2026"
 
 LOGGING = {

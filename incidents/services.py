@@ -1,0 +1,971 @@
+"""Writes for incidents: intake of reports, the closed-loop actions, and the timer engine's marks.
+
+Every state change goes through one function here, called alike by the REST routes, the pages and the
+websocket; each writes its timeline row and its realtime event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from gis.geocoding import geocode_point
+from incidents import audience, deadlines, rules
+from incidents.models import (
+    Category,
+    Grade,
+    Incident,
+    IncidentLogRecord,
+    IncidentRequest,
+    IncidentSerial,
+    Photo,
+    Report,
+    RequestKind,
+    Source,
+    Status,
+)
+from incidents.photos import CheckedPhoto
+from realtime.publish import publish
+
+User = get_user_model()
+
+
+class IntakeError(ValueError):
+    """A report that cannot be taken; `field` names the input at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before by this user for a different report."""
+
+
+class ActionError(Exception):
+    """An action with invalid arguments (a missing reason, an unknown target, …); `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """What a report says, already parsed (the API validates types and ranges)."""
+
+    category: str
+    description: str
+    lon: float
+    lat: float
+    crs: str = "wgs84"
+    occurred_at: datetime | None = None
+    address: str = ""
+    reporter_name: str = ""
+    reporter_phone: str = ""
+    channel: str = "phone"
+
+
+@dataclass
+class IntakeResult:
+    """The incident a report landed in, and whether this call created it."""
+
+    incident: Incident
+    report: Report
+    created: bool
+    duplicates: list[int] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+# ---------------------------------------------------------------------------------------------- intake
+
+
+def request_fingerprint(data: ReportInput, photos: Sequence[CheckedPhoto]) -> str:
+    """A hash of everything a report says, so a replayed key can be told from a reused one."""
+    body = {
+        "category": data.category,
+        "description": data.description,
+        "lon": repr(float(data.lon)),
+        "lat": repr(float(data.lat)),
+        "crs": data.crs,
+        "occurred_at": data.occurred_at.isoformat() if data.occurred_at else None,
+        "address": data.address,
+        "reporter_name": data.reporter_name,
+        "reporter_phone": data.reporter_phone,
+        "photos": [p.sha256 for p in photos],
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _replay(reporter: Any, key: str, fingerprint: str) -> Report | None:
+    report = Report.objects.select_related("incident").filter(reporter=reporter, idempotency_key=key).first()
+    if report is None:
+        return None
+    if report.request_hash != fingerprint:
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different report")
+    return report
+
+
+def report_submit(
+    *,
+    reporter: Any,
+    data: ReportInput,
+    photos: Sequence[CheckedPhoto] = (),
+    photo_names: Sequence[str] = (),
+    idempotency_key: str | None = None,
+    source: str = Source.API,
+) -> IntakeResult:
+    """Take a report: geocode it, open an incident (or replay the original for a repeated key)."""
+    fingerprint = request_fingerprint(data, photos)
+    if idempotency_key:
+        earlier = _replay(reporter, idempotency_key, fingerprint)
+        if earlier is not None:
+            return IntakeResult(earlier.incident, earlier, created=False)
+    category = Category.objects.filter(code=data.category, active=True).select_related("parent").first()
+    if category is None:
+        raise IntakeError("category", f"unknown category {data.category!r}")
+    if category.parent_id is None:
+        raise IntakeError("category", f"{data.category!r} is a family; choose one of its subcategories")
+    if not data.description.strip():
+        raise IntakeError("description", "must not be empty")
+    geo = geocode_point(lon=data.lon, lat=data.lat, crs=data.crs)
+    now = _now()
+    saved: list[str] = []
+    try:
+        with transaction.atomic():
+            incident = _open_incident(category=category, data=data, geo=geo, reporter=reporter, now=now)
+            report = Report.objects.create(
+                incident=incident,
+                reporter=reporter,
+                idempotency_key=idempotency_key or "",
+                request_hash=fingerprint,
+                channel=data.channel,
+                category=category,
+                description=data.description,
+                lon=geo["lon"],
+                lat=geo["lat"],
+                input_lon=data.lon,
+                input_lat=data.lat,
+                input_crs=data.crs,
+                address=data.address,
+                reporter_name=data.reporter_name,
+                reporter_phone=data.reporter_phone,
+                occurred_at=data.occurred_at or now,
+                received_at=now,
+            )
+            names = list(photo_names) + [""] * (len(photos) - len(photo_names))
+            for photo, original_name in zip(photos, names, strict=True):
+                name = default_storage.save(
+                    f"photos/{now:%Y/%m/%d}/{photo.sha256[:16]}.{photo.extension}", ContentFile(photo.content)
+                )
+                saved.append(name)
+                Photo.objects.create(
+                    report=report,
+                    file=name,
+                    content_type=photo.content_type,
+                    size=len(photo.content),
+                    width=photo.width,
+                    height=photo.height,
+                    sha256=photo.sha256,
+                    original_name=original_name[:255],
+                    location_stripped=photo.location_stripped,
+                )
+            duplicates = _find_duplicates(incident)
+            _record(
+                incident,
+                actor=reporter,
+                action="report",
+                source=source,
+                from_status="",
+                to_status=incident.status,
+                data={"report_id": report.pk, "photos": len(photos), "possible_duplicates": duplicates},
+                event="incident.created",
+            )
+    except IntegrityError:
+        for name in saved:
+            default_storage.delete(name)
+        if idempotency_key:
+            # Another request with the same key committed first: answer with what it made.
+            earlier = _replay(reporter, idempotency_key, fingerprint)
+            if earlier is not None:
+                return IntakeResult(earlier.incident, earlier, created=False)
+        raise
+    except Exception:
+        for name in saved:
+            default_storage.delete(name)
+        raise
+    return IntakeResult(incident, report, created=True, duplicates=duplicates)
+
+
+def _next_code(district_code: str, now: datetime) -> str:
+    day = timezone.localtime(now).date()
+    IncidentSerial.objects.get_or_create(district_code=district_code, day=day)
+    # The row lock serialises concurrent intake per district and day; a rolled-back intake rolls its
+    # increment back too, so the serials have no gaps.
+    serial = IncidentSerial.objects.select_for_update().get(district_code=district_code, day=day)
+    serial.last += 1
+    serial.save(update_fields=["last"])
+    return f"{district_code}-{day:%Y%m%d}-{serial.last:04d}"
+
+
+def _open_incident(
+    *, category: Category, data: ReportInput, geo: dict[str, Any], reporter: Any, now: datetime
+) -> Incident:
+    codes = {
+        layer: (geo.get(layer) or {}).get("code", "")
+        for layer in ("district", "street", "community", "grid", "block")
+    }
+    incident = Incident.objects.create(
+        code=_next_code(codes["district"], now),
+        status=Status.REPORTED,
+        category=category,
+        description=data.description,
+        address=data.address,
+        lon=geo["lon"],
+        lat=geo["lat"],
+        district_code=codes["district"],
+        street_code=codes["street"],
+        community_code=codes["community"],
+        grid_code=codes["grid"],
+        block_code=codes["block"] or "",
+        geocode=geo,
+        occurred_at=data.occurred_at or now,
+        reported_at=now,
+        reported_by=reporter,
+    )
+    _enter_stage(incident, now)
+    incident.save()
+    return incident
+
+
+def _distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Haversine distance in metres (ample for a 100 m duplicate radius)."""
+    r = 6371008.8
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(a))
+
+
+def _find_duplicates(incident: Incident) -> list[int]:
+    radius = float(settings.DUPLICATE_RADIUS_M)
+    window = timedelta(minutes=float(settings.DUPLICATE_WINDOW_MIN))
+    dlat = radius / 111_000
+    dlon = radius / (111_000 * max(0.1, math.cos(math.radians(incident.lat))))
+    family = incident.category.family
+    candidates = (
+        Incident.objects.filter(
+            category__family=family,
+            reported_at__gte=incident.reported_at - window,
+            reported_at__lte=incident.reported_at,
+            lat__range=(incident.lat - dlat, incident.lat + dlat),
+            lon__range=(incident.lon - dlon, incident.lon + dlon),
+        )
+        .exclude(pk=incident.pk)
+        .exclude(status__in=rules.TERMINAL)
+        .values_list("pk", "lon", "lat")
+    )
+    found = [pk for pk, lon, lat in candidates if _distance_m(incident.lon, incident.lat, lon, lat) <= radius]
+    if found:
+        incident.possible_duplicates.set(found)
+    return found
+
+
+# --------------------------------------------------------------------------------------------- actions
+
+# Actions carried out by other apps (dispatch belongs to command); registered in their AppConfig.ready.
+ActionHandler = Callable[..., Incident]
+ACTION_HANDLERS: dict[str, ActionHandler] = {}
+
+
+def register_action_handler(action: str, handler: ActionHandler) -> None:
+    """Let another app carry out an incident action (e.g. command does "dispatch")."""
+    ACTION_HANDLERS[action] = handler
+
+
+def incident_act(
+    *,
+    incident_id: int,
+    actor: Any,
+    action: str,
+    source: str = Source.API,
+    payload: dict[str, Any] | None = None,
+) -> Incident:
+    """Carry out one action of the closed loop (raises rules.ActionRefused or ActionError)."""
+    payload = payload or {}
+    with transaction.atomic():
+        incident = (
+            Incident.objects.select_for_update(of=("self",))
+            .select_related("category", "grade")
+            .get(pk=incident_id)
+        )
+        transition = rules.check(
+            action=action,
+            status=incident.status,
+            role=actor.role,
+            suspended=incident.suspended_at is not None,
+        )
+        reason = str(payload.get("reason") or "").strip()
+        if transition.needs_reason and not reason:
+            raise ActionError("reason", f"a reason is required to {action}")
+        if action in ACTION_HANDLERS:
+            incident = ACTION_HANDLERS[action](
+                incident=incident, actor=actor, source=source, payload=payload, reason=reason
+            )
+        else:
+            _HANDLERS[action](incident, actor=actor, source=source, payload=payload, reason=reason)
+        for hook in AFTER_ACTION_HOOKS:
+            hook(incident=incident, action=action, actor=actor, source=source)
+        return incident
+
+
+def _transition(
+    incident: Incident,
+    *,
+    to_status: str,
+    actor: Any,
+    action: str,
+    source: str,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+) -> None:
+    from_status = incident.status
+    now = _now()
+    incident.status = to_status
+    _enter_stage(incident, now)
+    incident.save()
+    _record(
+        incident,
+        actor=actor,
+        action=action,
+        source=source,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+        data=data or {},
+    )
+
+
+def _accept(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _transition(
+        incident, to_status=Status.ACCEPTED, actor=actor, action="accept", source=source, reason=reason
+    )
+
+
+def _register(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    changes: dict[str, Any] = {}
+    if payload.get("category"):
+        category = Category.objects.filter(
+            code=payload["category"], active=True, parent__isnull=False
+        ).first()
+        if category is None:
+            raise ActionError("category", f"unknown subcategory {payload['category']!r}")
+        if category.pk != incident.category_id:
+            changes["category"] = [incident.category.code, category.code]
+            incident.category = category
+    grade_code = payload.get("grade") or (incident.grade.code if incident.grade else "IV")
+    grade = Grade.objects.filter(code=grade_code).first()
+    if grade is None:
+        raise ActionError("grade", f"unknown grade {grade_code!r}; use I, II, III or IV")
+    changes["grade"] = grade.code
+    incident.grade = grade
+    _transition(
+        incident,
+        to_status=Status.REGISTERED,
+        actor=actor,
+        action="register",
+        source=source,
+        reason=reason,
+        data=changes,
+    )
+
+
+def _cancel(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _transition(
+        incident, to_status=Status.CANCELLED, actor=actor, action="cancel", source=source, reason=reason
+    )
+
+
+def _handler_ids(incident: Incident) -> set[int]:
+    return set(incident.handled_by.values_list("pk", flat=True))
+
+
+def _check_verifier(incident: Incident, actor: Any) -> None:
+    if actor.pk in _handler_ids(incident):
+        raise ActionError("actor", "verification must be done by someone other than the handler")
+    if actor.role == rules.GRID_WORKER and not actor.grids.filter(code=incident.grid_code).exists():
+        raise ActionError("actor", "a grid worker verifies incidents in their own grids only")
+
+
+def _verify(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _check_verifier(incident, actor)
+    _transition(
+        incident, to_status=Status.VERIFIED, actor=actor, action="verify", source=source, reason=reason
+    )
+
+
+def _reject_verification(
+    incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str
+) -> None:
+    _check_verifier(incident, actor)
+    incident.rework_count += 1
+    _transition(
+        incident,
+        to_status=Status.IN_PROGRESS,
+        actor=actor,
+        action="reject_verification",
+        source=source,
+        reason=reason,
+        data={"rework_count": incident.rework_count},
+    )
+    for hook in REWORK_HOOKS:
+        hook(incident=incident, actor=actor, source=source, reason=reason)
+
+
+def _close(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _transition(incident, to_status=Status.CLOSED, actor=actor, action="close", source=source, reason=reason)
+
+
+def _evaluate(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    if actor.role == rules.GRID_WORKER and incident.reported_by_id != actor.pk:
+        raise ActionError("actor", "a grid worker evaluates only incidents they reported")
+    try:
+        score = int(payload.get("score"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ActionError("score", "a whole number from 1 to 5 is required") from None
+    if not 1 <= score <= 5:
+        raise ActionError("score", "must be from 1 to 5")
+    incident.evaluation_score = score
+    incident.evaluation_comment = str(payload.get("comment") or "")[:2000]
+    incident.evaluated_at = _now()
+    _transition(
+        incident,
+        to_status=Status.EVALUATED,
+        actor=actor,
+        action="evaluate",
+        source=source,
+        reason=reason,
+        data={"score": score},
+    )
+
+
+def _merge(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    target_id = payload.get("into")
+    if not isinstance(target_id, int) or isinstance(target_id, bool):
+        raise ActionError("into", "the id of the incident to merge into is required")
+    if target_id == incident.pk:
+        raise ActionError("into", "an incident cannot be merged into itself")
+    target = Incident.objects.select_for_update().filter(pk=target_id).first()
+    if target is None:
+        raise ActionError("into", f"no incident {target_id}")
+    if target.status in rules.TERMINAL or target.status in (Status.CLOSED, Status.VERIFIED):
+        raise ActionError("into", f"cannot merge into an incident that is {target.status}")
+    moved = list(incident.reports.values_list("pk", flat=True))
+    incident.reports.update(incident=target)
+    incident.merged_into = target
+    _transition(
+        incident,
+        to_status=Status.MERGED,
+        actor=actor,
+        action="merge",
+        source=source,
+        reason=reason,
+        data={"into": target.pk, "into_code": target.code, "reports": moved},
+    )
+    _record(
+        target,
+        actor=actor,
+        action="merged_in",
+        source=source,
+        from_status=target.status,
+        to_status=target.status,
+        reason=reason,
+        data={"from": incident.pk, "from_code": incident.code, "reports": moved},
+    )
+
+
+def _split(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    ids = payload.get("report_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        raise ActionError("report_ids", "a non-empty list of report ids is required")
+    reports = list(incident.reports.filter(pk__in=ids).select_related("category", "reporter"))
+    if len(reports) != len(set(ids)):
+        raise ActionError("report_ids", "every report must belong to this incident")
+    if incident.reports.count() == len(reports):
+        raise ActionError("report_ids", "at least one report must stay with this incident")
+    first = reports[0]
+    now = _now()
+    geo = geocode_point(lon=first.lon, lat=first.lat)
+    new = _open_incident(
+        category=first.category,
+        data=ReportInput(
+            category=first.category.code,
+            description=first.description,
+            lon=first.lon,
+            lat=first.lat,
+            occurred_at=first.occurred_at,
+            address=first.address,
+        ),
+        geo=geo,
+        reporter=first.reporter,
+        now=now,
+    )
+    Report.objects.filter(pk__in=ids).update(incident=new)
+    _record(
+        incident,
+        actor=actor,
+        action="split",
+        source=source,
+        from_status=incident.status,
+        to_status=incident.status,
+        reason=reason,
+        data={"new_incident": new.pk, "new_code": new.code, "reports": ids},
+    )
+    _record(
+        new,
+        actor=actor,
+        action="split_from",
+        source=source,
+        from_status="",
+        to_status=new.status,
+        reason=reason,
+        data={"from": incident.pk, "from_code": incident.code, "reports": ids},
+        event="incident.created",
+    )
+
+
+def _apply_suspend(incident: Incident, *, actor: Any, source: str, reason: str, data: dict[str, Any]) -> None:
+    incident.suspended_at = _now()
+    incident.save()
+    _record(
+        incident,
+        actor=actor,
+        action="suspend",
+        source=source,
+        from_status=incident.status,
+        to_status=incident.status,
+        reason=reason,
+        data=data,
+    )
+
+
+def _apply_extend(
+    incident: Incident, *, minutes: int, actor: Any, source: str, reason: str, data: dict[str, Any]
+) -> None:
+    if incident.due_at is None:
+        raise ActionError("action", "the current stage has no deadline to extend")
+    unit = incident.clock_unit or "minutes"
+    old_due = incident.due_at
+    incident.due_at = deadlines.extended(old_due, minutes, unit)
+    if incident.overdue_at is not None and incident.due_at > _now():
+        incident.overdue_at = None
+    incident.save()
+    _record(
+        incident,
+        actor=actor,
+        action="extend",
+        source=source,
+        from_status=incident.status,
+        to_status=incident.status,
+        reason=reason,
+        data={
+            **data,
+            "minutes": minutes,
+            "due_at": incident.due_at.isoformat(),
+            "was_due_at": old_due.isoformat(),
+        },
+    )
+
+
+def _minutes(payload: dict[str, Any]) -> int:
+    try:
+        minutes = int(payload.get("minutes"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ActionError("minutes", "a whole number of minutes is required") from None
+    if not 1 <= minutes <= 60 * 24 * 90:
+        raise ActionError("minutes", "must be between 1 and 129600 (90 days)")
+    return minutes
+
+
+def _request_or_apply(
+    kind: str, incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str
+) -> None:
+    minutes = _minutes(payload) if kind == RequestKind.EXTEND else None
+    if actor.role == rules.COMMANDER:
+        # A commander's own suspension or extension is its approval.
+        if kind == RequestKind.SUSPEND:
+            _apply_suspend(
+                incident, actor=actor, source=source, reason=reason, data={"approved_by": actor.pk}
+            )
+        else:
+            assert minutes is not None
+            _apply_extend(
+                incident,
+                minutes=minutes,
+                actor=actor,
+                source=source,
+                reason=reason,
+                data={"approved_by": actor.pk},
+            )
+        return
+    if incident.requests.filter(decided_at__isnull=True).exists():
+        raise ActionError("action", "a request is already waiting for a commander's decision")
+    request = IncidentRequest.objects.create(
+        incident=incident, kind=kind, minutes=minutes, reason=reason, requested_by=actor, requested_at=_now()
+    )
+    _record(
+        incident,
+        actor=actor,
+        action=f"request_{kind}",
+        source=source,
+        from_status=incident.status,
+        to_status=incident.status,
+        reason=reason,
+        data={"request_id": request.pk, "minutes": minutes},
+    )
+
+
+def _suspend(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _request_or_apply(
+        RequestKind.SUSPEND, incident, actor=actor, source=source, payload=payload, reason=reason
+    )
+
+
+def _extend(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    _request_or_apply(
+        RequestKind.EXTEND, incident, actor=actor, source=source, payload=payload, reason=reason
+    )
+
+
+def _resume(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
+    assert incident.suspended_at is not None
+    now = _now()
+    paused_from = incident.suspended_at
+    unit = incident.clock_unit or "minutes"
+    # The clock stood still while suspended: push due and warn times out by the paused span.
+    if incident.due_at is not None:
+        incident.due_at = deadlines.shift_for_pause(incident.due_at, paused_from, now, unit)
+    if incident.warn_at is not None:
+        incident.warn_at = deadlines.shift_for_pause(incident.warn_at, paused_from, now, unit)
+    incident.suspended_at = None
+    incident.save()
+    _record(
+        incident,
+        actor=actor,
+        action="resume",
+        source=source,
+        from_status=incident.status,
+        to_status=incident.status,
+        reason=reason,
+        data={
+            "suspended_at": paused_from.isoformat(),
+            "due_at": incident.due_at.isoformat() if incident.due_at else None,
+        },
+    )
+
+
+def _decide(
+    incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str, approve: bool
+) -> None:
+    pending = incident.requests.select_for_update().filter(decided_at__isnull=True).first()
+    if pending is None:
+        raise ActionError("action", "no request is waiting for a decision")
+    if pending.requested_by_id == actor.pk:
+        raise ActionError("actor", "a request must be decided by someone other than who asked")
+    pending.decided_by, pending.decided_at, pending.approved = actor, _now(), approve
+    pending.decision_reason = reason
+    pending.save()
+    data = {
+        "request_id": pending.pk,
+        "kind": pending.kind,
+        "requested_by": pending.requested_by_id,
+        "approved_by": actor.pk,
+    }
+    if not approve:
+        _record(
+            incident,
+            actor=actor,
+            action="decline",
+            source=source,
+            from_status=incident.status,
+            to_status=incident.status,
+            reason=reason,
+            data=data,
+        )
+        return
+    if pending.kind == RequestKind.SUSPEND:
+        if incident.suspended_at is not None:
+            raise ActionError("action", "the incident is already suspended")
+        _apply_suspend(incident, actor=actor, source=source, reason=pending.reason, data=data)
+    else:
+        _apply_extend(
+            incident,
+            minutes=int(pending.minutes or 0),
+            actor=actor,
+            source=source,
+            reason=pending.reason,
+            data=data,
+        )
+
+
+def _approve(incident: Incident, **kwargs: Any) -> None:
+    _decide(incident, approve=True, **kwargs)
+
+
+def _decline(incident: Incident, **kwargs: Any) -> None:
+    _decide(incident, approve=False, **kwargs)
+
+
+def _dispatch_unavailable(incident: Incident, **kwargs: Any) -> None:
+    raise ActionError("action", "dispatch is handled by the command app, which is not installed")
+
+
+_HANDLERS: dict[str, Callable[..., None]] = {
+    "accept": _accept,
+    "register": _register,
+    "cancel": _cancel,
+    "dispatch": _dispatch_unavailable,
+    "verify": _verify,
+    "reject_verification": _reject_verification,
+    "close": _close,
+    "evaluate": _evaluate,
+    "merge": _merge,
+    "split": _split,
+    "suspend": _suspend,
+    "extend": _extend,
+    "resume": _resume,
+    "approve": _approve,
+    "decline": _decline,
+}
+assert set(_HANDLERS) == set(rules.TRANSITIONS)
+
+# Called after a failed verification sends an incident back for rework (command reopens the lead order).
+REWORK_HOOKS: list[Callable[..., None]] = []
+# Called after every successful action, inside its transaction (command auto-dispatches on register).
+AFTER_ACTION_HOOKS: list[Callable[..., None]] = []
+
+
+# -------------------------------------------------------------- transitions driven by dispatch orders
+
+
+def incident_mark_dispatched(
+    *, incident: Incident, actor: Any, source: str, reason: str = "", data: dict[str, Any] | None = None
+) -> Incident:
+    """Record a dispatch (orders were created by the command app) and start the handling clock."""
+    if incident.status == Status.DISPATCHED:
+        _record(
+            incident,
+            actor=actor,
+            action="dispatch",
+            source=source,
+            from_status=incident.status,
+            to_status=incident.status,
+            reason=reason,
+            data=data or {},
+        )
+    else:
+        _transition(
+            incident,
+            to_status=Status.DISPATCHED,
+            actor=actor,
+            action="dispatch",
+            source=source,
+            reason=reason,
+            data=data,
+        )
+    return incident
+
+
+def incident_system_transition(
+    *,
+    incident_id: int,
+    action: str,
+    actor: Any = None,
+    source: str = Source.SYSTEM,
+    data: dict[str, Any] | None = None,
+    handlers: Sequence[int] = (),
+) -> Incident | None:
+    """Move an incident as its orders progress ("start_work", "mark_handled"); a no-op when not applicable."""
+    transition = rules.SYSTEM_TRANSITIONS[action]
+    incident = (
+        Incident.objects.select_for_update(of=("self",))
+        .select_related("category", "grade")
+        .get(pk=incident_id)
+    )
+    if incident.status not in transition.sources or transition.target is None:
+        return None
+    if handlers:
+        incident.handled_by.add(*handlers)
+    _transition(incident, to_status=transition.target, actor=actor, action=action, source=source, data=data)
+    return incident
+
+
+# ------------------------------------------------------------------------------------ clocks and marks
+
+
+def _enter_stage(incident: Incident, now: datetime) -> None:
+    stage = rules.STAGE_OF_STATUS.get(incident.status)
+    if stage is not None and stage == incident.stage and incident.due_at is not None:
+        return  # the same stage goes on (e.g. dispatched → in progress keeps the handling clock)
+    incident.warned_at = None
+    incident.overdue_at = None
+    if stage is None:
+        incident.stage, incident.stage_started_at, incident.due_at, incident.warn_at = "", None, None, None
+        incident.clock_unit = ""
+        return
+    area = {
+        "district": incident.district_code,
+        "street": incident.street_code,
+        "community": incident.community_code,
+        "grid": incident.grid_code,
+        "block": incident.block_code,
+    }
+    clock = deadlines.clock_for(
+        stage=stage, category=incident.category, grade=incident.grade, area_codes=area, start=now
+    )
+    incident.stage, incident.stage_started_at = stage, now
+    incident.due_at = clock.due_at if clock else None
+    incident.warn_at = clock.warn_at if clock else None
+    incident.clock_unit = clock.unit if clock else ""
+
+
+def deadlines_tick(*, now: datetime | None = None) -> tuple[int, int]:
+    """Fire due-soon and overdue marks that have come due; each fires once even with several workers."""
+    now = now or _now()
+    warned = overdue = 0
+    active = list(rules.ACTIVE)
+    due_soon = Incident.objects.filter(
+        status__in=active, suspended_at__isnull=True, warned_at__isnull=True, warn_at__lte=now
+    ).values_list("pk", "stage")
+    for pk, stage in due_soon:
+        with transaction.atomic():
+            # The conditional update is the once-only guard: a second worker finds warned_at set.
+            if Incident.objects.filter(
+                pk=pk, stage=stage, warned_at__isnull=True, suspended_at__isnull=True
+            ).update(warned_at=now):
+                incident = Incident.objects.select_related("category", "grade").get(pk=pk)
+                _record(
+                    incident,
+                    actor=None,
+                    action="due_soon",
+                    source=Source.SYSTEM,
+                    from_status=incident.status,
+                    to_status=incident.status,
+                    data={"stage": stage, "due_at": _iso(incident.due_at)},
+                )
+                warned += 1
+    late = Incident.objects.filter(
+        status__in=active, suspended_at__isnull=True, overdue_at__isnull=True, due_at__lte=now
+    ).values_list("pk", "stage")
+    for pk, stage in late:
+        with transaction.atomic():
+            if Incident.objects.filter(
+                pk=pk, stage=stage, overdue_at__isnull=True, suspended_at__isnull=True
+            ).update(overdue_at=now):
+                incident = Incident.objects.select_related("category", "grade").get(pk=pk)
+                _record(
+                    incident,
+                    actor=None,
+                    action="overdue",
+                    source=Source.SYSTEM,
+                    from_status=incident.status,
+                    to_status=incident.status,
+                    data={"stage": stage, "due_at": _iso(incident.due_at)},
+                )
+                overdue += 1
+    return warned, overdue
+
+
+# ------------------------------------------------------------------------------------ timeline, events
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def incident_event_data(incident: Incident, action: str | None = None) -> dict[str, Any]:
+    """The data of an incident.created / incident.updated event (no personal data)."""
+    data: dict[str, Any] = {
+        "id": incident.pk,
+        "code": incident.code,
+        "status": incident.status,
+        "category": incident.category.code,
+        "grade": incident.grade.code if incident.grade else None,
+        "lon": incident.lon,
+        "lat": incident.lat,
+        "district_code": incident.district_code,
+        "grid_code": incident.grid_code,
+        "due_at": _iso(incident.due_at),
+        "overdue": incident.overdue_at is not None,
+        "suspended": incident.suspended_at is not None,
+    }
+    if action is not None:
+        data["action"] = action
+    return data
+
+
+def _record(
+    incident: Incident,
+    *,
+    actor: Any,
+    action: str,
+    source: str,
+    from_status: str,
+    to_status: str,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+    event: str = "incident.updated",
+) -> IncidentLogRecord:
+    record = IncidentLogRecord.objects.create(
+        incident=incident,
+        at=_now(),
+        actor=actor,
+        actor_role=getattr(actor, "role", "") if actor is not None else "system",
+        source=source,
+        action=action,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+        data=data or {},
+    )
+    payload = incident_event_data(incident, None if event == "incident.created" else action)
+    publish(name=event, data=payload, recipients=audience.incident_recipients(incident))
+    return record
+
+
+def incident_record(incident: Incident, **kwargs: Any) -> IncidentLogRecord:
+    """Write a timeline row and its realtime event for a step taken by another app (e.g. an order)."""
+    return _record(incident, **kwargs)
+
+
+__all__ = [
+    "ActionError",
+    "IdempotencyConflict",
+    "IntakeError",
+    "IntakeResult",
+    "ReportInput",
+    "deadlines_tick",
+    "incident_act",
+    "incident_mark_dispatched",
+    "incident_record",
+    "incident_system_transition",
+    "register_action_handler",
+    "report_submit",
+]

@@ -1,0 +1,222 @@
+"""POST /api/v1/reports/: intake from phones and the hotline, idempotency, photos, bad input."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+
+import pytest
+from PIL import Image
+
+from incidents.models import Incident, IncidentLogRecord, Photo, Report
+from realtime.models import FeedEntry
+from tests.support.factories import first_grid_of, point_in
+
+pytestmark = [pytest.mark.django_db]
+
+
+def _body(grid: str, **overrides: object) -> dict[str, object]:
+    lon, lat = point_in(grid)
+    body: dict[str, object] = {
+        "category": "UM02",
+        "description": "井盖缺失，有行人跌落风险",
+        "lon": lon,
+        "lat": lat,
+        "crs": "wgs84",
+        "occurred_at": "2026-11-20T08:30:00+08:00",
+        "address": "景田路12号",
+        "reporter_name": "张三",
+        "reporter_phone": "13812341234",
+    }
+    body.update(overrides)
+    return body
+
+
+def _jpeg(color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.embedded
+def test_phone_report_lands_in_its_grid_with_a_code(client_for):
+    grid = first_grid_of("grid01")
+    response = client_for("grid01").post(
+        "/api/v1/reports/", _body(grid), format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["territory"]["grid"]["code"] == grid
+    assert body["territory"]["district"]["code"] == grid[:6]
+    assert re.fullmatch(rf"{grid[:6]}-\d{{8}}-\d{{4}}", body["code"])
+    assert body["status"] == "reported" and body["stage"] == "accept" and body["due_at"]
+    assert body["timeline"][0]["action"] == "report" and body["timeline"][0]["source"] == "api"
+    incident = Incident.objects.get(pk=body["id"])
+    # The event went to the command centre's feeds in the same transaction.
+    recipients = set(
+        FeedEntry.objects.filter(event__name="incident.created", event__data__id=incident.pk).values_list(
+            "user__username", flat=True
+        )
+    )
+    assert {"operator", "commander", "grid01"} <= recipients
+    assert "fire_futian" not in recipients
+
+
+def test_same_key_returns_the_original_and_a_changed_body_is_409(client_for):
+    client = client_for("grid01")
+    grid = first_grid_of("grid01")
+    key = str(uuid.uuid4())
+    first = client.post("/api/v1/reports/", _body(grid), format="json", HTTP_IDEMPOTENCY_KEY=key)
+    again = client.post("/api/v1/reports/", _body(grid), format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert Report.objects.filter(idempotency_key=key).count() == 1
+    changed = client.post(
+        "/api/v1/reports/", _body(grid, description="另一件事"), format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    assert changed.status_code == 409
+    assert changed.json()["error"]["field"] == "Idempotency-Key"
+    # The same key from another user is another report.
+    other = client_for("grid02").post(
+        "/api/v1/reports/", _body(grid), format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+def test_phone_needs_a_key_but_the_hotline_does_not(client_for):
+    grid = first_grid_of("grid01")
+    missing = client_for("grid01").post("/api/v1/reports/", _body(grid), format="json")
+    assert missing.status_code == 400 and missing.json()["error"]["field"] == "Idempotency-Key"
+    hotline = client_for("operator").post("/api/v1/reports/", _body(grid), format="json")
+    assert hotline.status_code == 201
+    assert hotline.json()["reports"][0]["channel"] == "hotline"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"category": "XX99"}, "category"),
+        ({"category": "AC"}, "category"),
+        ({"lat": "NaN"}, "lat"),
+        ({"lat": 200}, "lat"),
+        ({"lon": "east"}, "lon"),
+        ({"crs": "utm"}, "crs"),
+        ({"description": ""}, "description"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"reporter_phone": "call me"}, "reporter_phone"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field_and_changes_nothing(client_for, overrides, field):
+    before = Incident.objects.count()
+    grid = first_grid_of("grid01")
+    response = client_for("grid01").post(
+        "/api/v1/reports/", _body(grid, **overrides), format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["field"] == field
+    assert Incident.objects.count() == before
+
+
+def test_outside_the_territory_is_422_naming_the_nearest_grid(client_for):
+    response = client_for("grid01").post(
+        "/api/v1/reports/",
+        _body(first_grid_of("grid01"), lon=116.4, lat=39.9),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    assert response.status_code == 422
+    nearest = response.json()["error"]["nearest_grid"]
+    assert nearest["code"] and nearest["distance_m"] > 1_000_000
+
+
+def test_gcj02_input_is_converted_and_kept(client_for):
+    from gis.datums import wgs84_to_gcj02
+
+    grid = first_grid_of("grid01")
+    lon, lat = point_in(grid)
+    glon, glat = wgs84_to_gcj02(lon, lat)
+    response = client_for("grid01").post(
+        "/api/v1/reports/",
+        _body(grid, lon=glon, lat=glat, crs="gcj02"),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["territory"]["grid"]["code"] == grid
+    assert abs(body["lon"] - lon) < 1e-6 and abs(body["lat"] - lat) < 1e-6
+    assert body["reports"][0]["input"] == {"lon": glon, "lat": glat, "crs": "gcj02"}
+
+
+def test_photos_are_checked_by_content_and_stored(client_for, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    grid = first_grid_of("grid01")
+    files = [io.BytesIO(_jpeg(c)) for c in ("red", "green", "blue")]
+    for n, f in enumerate(files):
+        f.name = f"IMG_{n}.jpg"
+    body = _body(grid)
+    body["photos"] = files
+    response = client_for("grid01").post(
+        "/api/v1/reports/", body, format="multipart", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    assert response.status_code == 201, response.content
+    photos = response.json()["reports"][0]["photos"]
+    assert len(photos) == 3 and {p["content_type"] for p in photos} == {"image/jpeg"}
+    stored = Photo.objects.filter(report__incident_id=response.json()["id"])
+    assert all((tmp_path / p.file.name).exists() for p in stored)
+
+    fake = io.BytesIO(b"this is not a picture at all")
+    fake.name = "photo.jpg"
+    body = _body(grid)
+    body["photos"] = [fake]
+    bad = client_for("grid01").post(
+        "/api/v1/reports/", body, format="multipart", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "photos"
+
+
+def test_too_many_photos(client_for, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    files = []
+    for n in range(10):
+        f = io.BytesIO(_jpeg())
+        f.name = f"{n}.jpg"
+        files.append(f)
+    body = _body(first_grid_of("grid01"))
+    body["photos"] = files
+    response = client_for("grid01").post(
+        "/api/v1/reports/", body, format="multipart", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == "photos"
+
+
+def test_departments_do_not_submit_reports(client_for):
+    response = client_for("fire_futian").post(
+        "/api/v1/reports/", _body(first_grid_of("grid01")), format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert response.status_code == 403
+
+
+def test_nearby_earlier_incident_of_the_same_family_is_a_possible_duplicate(client_for):
+    client = client_for("grid01")
+    grid = first_grid_of("grid01")
+    first = client.post(
+        "/api/v1/reports/", _body(grid), format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+    second = client.post(
+        "/api/v1/reports/",
+        _body(grid, category="UM04", description="垃圾堆放"),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    other_family = client.post(
+        "/api/v1/reports/",
+        _body(grid, category="AC01", description="火灾"),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    assert first.json()["id"] in second.json()["possible_duplicates"]
+    assert first.json()["id"] not in other_family.json()["possible_duplicates"]
+    record = IncidentLogRecord.objects.get(incident_id=second.json()["id"], action="report")
+    assert first.json()["id"] in record.data["possible_duplicates"]
