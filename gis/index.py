@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from operator import attrgetter, itemgetter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -65,8 +66,8 @@ _PARENT_LAYER: dict[str, str | None] = {
 # per-chunk temporaries stay in cache and memory stays bounded whatever the input size.
 _CHUNK = 32_768
 # Raster cells per polygon: finer rasters resolve more points by pure lookup but cost memory and build.
-_CELLS_PER_GRID = 40.0
-_CELLS_PER_BLOCK = 40.0
+_CELLS_PER_GRID = 24.0
+_CELLS_PER_BLOCK = 24.0
 _MAX_CELLS = 12_000_000
 # Safety margin (in cell widths) around every edge when deciding that a cell is crossed by no edge;
 # it dwarfs the ~1e-13 rounding of cell coordinates, so a point never lands in a "pure" cell it is
@@ -78,6 +79,7 @@ _ORIENT_EPS = 1e-15
 _FIT_TOLERANCE_M = 1e-3
 _PAD_FAR = 1e12
 _INT_MAX = np.iinfo(np.int32).max
+_UNIT_FIELDS = attrgetter("layer", "code", "name", "parent_code", "geometry")
 
 
 class GeocodeError(ValueError):
@@ -768,6 +770,7 @@ class _Layer:
     parent_codes: list[str | None]
     parents: np.ndarray  # index into the parent layer, -1 for districts
     geoms: np.ndarray
+    position: dict[str, int]  # code -> index
 
 
 class TerritoryIndex:
@@ -778,7 +781,6 @@ class TerritoryIndex:
     def __init__(
         self,
         layers: dict[str, _Layer],
-        units: dict[str, tuple[str, int]],
         *,
         near_boundary_m: float,
         snap_tolerance_m: float,
@@ -787,7 +789,6 @@ class TerritoryIndex:
         self.version = version
         self.near_boundary_m = float(near_boundary_m)
         self.snap_tolerance_m = float(snap_tolerance_m)
-        self._units = units
         self._layers = layers
         grid = layers["grid"]
         community = layers["community"]
@@ -849,32 +850,31 @@ class TerritoryIndex:
         for name, value in (("near_boundary_m", near_boundary_m), ("snap_tolerance_m", snap_tolerance_m)):
             if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-        rows: dict[str, list[tuple[str, str, str | None, Any]]] = {layer: [] for layer in LAYERS}
-        seen: dict[str, str] = {}
-        for unit in units:
-            layer, code = unit.layer, unit.code
-            bucket = rows.get(layer)
+        records = list(map(_UNIT_FIELDS, units))
+        codes_all = [r[1] for r in records]
+        if not set(map(type, codes_all)) <= {str} or "" in codes_all:
+            bad = next(c for c in codes_all if not isinstance(c, str) or not c)
+            raise ValueError(f"unit codes must be non-empty strings, got {bad!r}")
+        if len(set(codes_all)) != len(codes_all):
+            seen: set[str] = set()
+            dup = next(c for c in codes_all if c in seen or seen.add(c))
+            raise ValueError(f"duplicate unit code {dup!r}")
+        records.sort(key=itemgetter(1))
+        by_layer: dict[str, list[tuple[Any, ...]]] = {layer: [] for layer in LAYERS}
+        for record in records:
+            bucket = by_layer.get(record[0])
             if bucket is None:
-                raise ValueError(f"unit {code!r}: unknown layer {layer!r}; expected one of {LAYERS}")
-            if not isinstance(code, str) or not code:
-                raise ValueError(f"{layer} unit has an empty or non-string code: {code!r}")
-            if seen.setdefault(code, layer) is not layer:
-                raise ValueError(f"duplicate unit code {code!r}")
-            bucket.append((code, str(unit.name), unit.parent_code, unit.geometry))
-        if len(seen) != sum(len(r) for r in rows.values()):
-            raise ValueError("duplicate unit codes within a layer")
+                raise ValueError(f"unit {record[1]!r}: unknown layer {record[0]!r}; expected one of {LAYERS}")
+            bucket.append(record)
         layers: dict[str, _Layer] = {}
-        position: dict[str, dict[str, int]] = {}
-        infos: dict[str, tuple[str, int]] = {}
         for layer in LAYERS:
-            items = sorted(rows[layer], key=lambda r: r[0])
-            codes = [r[0] for r in items]
-            position[layer] = {code: i for i, code in enumerate(codes)}
-            infos.update((code, (layer, i)) for i, code in enumerate(codes))
+            items = by_layer[layer]
+            codes = [r[1] for r in items]
+            names = [r[2] if type(r[2]) is str else str(r[2]) for r in items]
+            parent_codes = [r[3] for r in items]
             geoms = np.empty(len(items), dtype=object)
-            geoms[:] = [r[3] for r in items]
+            geoms[:] = [r[4] for r in items]
             _check_geometries(layer, codes, geoms)
-            parent_codes = [r[2] for r in items]
             parent_layer = _PARENT_LAYER[layer]
             if parent_layer is None:
                 bad = next((i for i, p in enumerate(parent_codes) if p is not None), None)
@@ -882,18 +882,18 @@ class TerritoryIndex:
                     raise ValueError(f"district {codes[bad]!r} must have no parent, got {parent_codes[bad]!r}")
                 parents = np.full(len(items), -1, dtype=np.int32)
             else:
-                lookup = position[parent_layer]
-                found = [lookup.get(p, -1) if isinstance(p, str) else -1 for p in parent_codes]
+                lookup = layers[parent_layer].position
+                found = [lookup.get(p, -1) if type(p) is str else -1 for p in parent_codes]
                 parents = np.array(found, dtype=np.int32)
                 if (parents < 0).any():
                     bad = int(np.argmin(parents))
                     raise ValueError(
                         f"{layer} {codes[bad]!r}: parent {parent_codes[bad]!r} is not a known {parent_layer}"
                     )
-            layers[layer] = _Layer(codes, [r[1] for r in items], parent_codes, parents, geoms)
+            position = {code: i for i, code in enumerate(codes)}
+            layers[layer] = _Layer(codes, names, parent_codes, parents, geoms, position)
         return cls(
             layers,
-            infos,
             near_boundary_m=near_boundary_m,
             snap_tolerance_m=snap_tolerance_m,
             version=version,
@@ -905,12 +905,11 @@ class TerritoryIndex:
 
     def unit(self, code: str) -> UnitInfo | None:
         """Identity of any unit by code, or None."""
-        where = self._units.get(code)
-        if where is None:
-            return None
-        layer, i = where
-        data = self._layers[layer]
-        return UnitInfo(layer, data.codes[i], data.names[i], data.parent_codes[i])
+        for layer, data in self._layers.items():
+            i = data.position.get(code)
+            if i is not None:
+                return UnitInfo(layer, code, data.names[i], data.parent_codes[i])
+        return None
 
     def _closest(self, cands: np.ndarray, x: float, y: float) -> tuple[int, float]:
         """Candidate grid nearest to projected (x, y), smallest index on ties, and its projected distance."""

@@ -158,9 +158,10 @@ def _configure() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     os.environ["INSECURE_FAST_PASSWORD_HASHER_FOR_TESTS"] = "1"
     if os.environ.get("YJLD_TEST_EMBEDDED") == "1":
-        os.environ["DATABASE_URL"] = "sqlite:///" + os.path.join(
-            tempfile.mkdtemp(prefix="yjld-"), "db.sqlite3"
-        )
+        folder = tempfile.mkdtemp(prefix="yjld-")
+        os.environ["DATABASE_URL"] = "sqlite:///" + os.path.join(folder, "db.sqlite3")
+        # A file, not pytest-django's in-memory default, so a daphne subprocess sees the same data.
+        os.environ["DATABASE_TEST_NAME"] = os.path.join(folder, "test.sqlite3")
         os.environ.pop("REDIS_URL", None)
         return
     os.environ["DATABASE_URL"] = _choose("TEST_DATABASE_URL", DEFAULT_PG, _pg_ok, _start_postgres)
