@@ -12,6 +12,9 @@ class CommandConfig(AppConfig):
         # Role groups need the permissions that post_migrate creates, so they are ensured after it.
         post_migrate.connect(_ensure_groups, sender=self, dispatch_uid="command_roles_groups")
         _connect_to_incidents()
+        from command import ws
+
+        ws.register()
 
 
 def _ensure_groups(**kwargs: object) -> None:

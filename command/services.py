@@ -674,7 +674,11 @@ def order_mark_delivered(*, order_id: int, at: datetime | None = None) -> bool:
         _order_log(
             order, actor=None, action="delivered", source=Source.SYSTEM, from_status=OrderStatus.ISSUED
         )
-        _order_event("order.updated", order, action="delivered")
+        # The department knows it has the order; the command centre is who needs to see "delivered".
+        centre = User.objects.filter(role__in=[Role.OPERATOR, Role.COMMANDER], is_active=True)
+        _order_event(
+            "order.updated", order, action="delivered", recipients=list(centre.values_list("pk", flat=True))
+        )
         return True
 
 

@@ -15,4 +15,11 @@ from realtime.routing import build_application  # noqa: E402
 if os.environ.get("YJLD_SKIP_PREFLIGHT") != "1":
     check_or_exit()
 
+from django.conf import settings  # noqa: E402
+
+if settings.BACKGROUND_IN_PROCESS:
+    from realtime.background import start_in_thread
+
+    start_in_thread()
+
 application = build_application(django_asgi_app)

@@ -8,8 +8,10 @@ from config.health import healthz
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("command.api_urls")),
+    path("", include("command.warnings_urls")),
     path("", include("incidents.api_urls")),
     path("", include("gis.api_urls")),
+    path("", include("realtime.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

@@ -79,3 +79,46 @@ class TerritoryVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version}"
+
+
+class Place(models.Model):
+    """A named place for address search: a landmark or a door address, as a WGS-84 point."""
+
+    class Kind(models.TextChoices):
+        LANDMARK = "landmark", _("Landmark")
+        ADDRESS = "address", _("Door address")
+
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.LANDMARK)
+    lon = models.FloatField(_("longitude (WGS-84)"))
+    lat = models.FloatField(_("latitude (WGS-84)"))
+    aliases = models.JSONField(_("aliases"), default=list, blank=True)
+    # Codes of the units the place lies in ({"district": …, "grid": …}) as supplied; the gazetteer
+    # prefers what the current territory says for the point.
+    unit_codes = models.JSONField(_("unit codes"), default=dict, blank=True)
+    # Lets every process notice edits cheaply (max over an index) and rebuild its gazetteer.
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("place")
+        verbose_name_plural = _("places")
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+    def clean(self) -> None:
+        """Coordinates in range, aliases a list of strings, unit codes a layer → code mapping."""
+        errors: dict[str, object] = {}
+        if not -180.0 <= self.lon <= 180.0:
+            errors["lon"] = _("Longitude must lie between -180 and 180.")
+        if not -90.0 <= self.lat <= 90.0:
+            errors["lat"] = _("Latitude must lie between -90 and 90.")
+        if not isinstance(self.aliases, list) or not all(isinstance(a, str) for a in self.aliases):
+            errors["aliases"] = _("Aliases must be a list of strings.")
+        if not isinstance(self.unit_codes, dict) or not all(
+            k in PARENT_LAYER and isinstance(v, str) for k, v in self.unit_codes.items()
+        ):
+            errors["unit_codes"] = _("Unit codes must map a layer name to a code.")
+        if errors:
+            raise ValidationError(errors)

@@ -378,6 +378,8 @@ def metric_crs(bounds: NDArray[np.float64]) -> CRS:
 
 
 def _to_metric(geoms: NDArray[np.object_], crs: CRS) -> NDArray[np.object_]:
+    if len(geoms) == 0:
+        return np.empty(0, dtype=object)
     transformer = Transformer.from_crs(_GEOGRAPHIC_WGS84, crs, always_xy=True)
 
     def project(xy: NDArray[Any]) -> NDArray[Any]:
@@ -416,6 +418,21 @@ def _fmt_m2(value: float) -> str:
 # ------------------------------------------------------------------------------------------ validation
 
 
+class _Findings:
+    """The problems found so far, and how to name a feature in them."""
+
+    def __init__(self, fids: NDArray[np.int64], codes: list[str | None]) -> None:
+        self.fids = fids
+        self.codes = codes
+        self.problems: list[Problem] = []
+
+    def report(self, i: int, rule: str, message: str, severity: str = ERROR) -> None:
+        """Record a problem about feature i (its position in the frame)."""
+        self.problems.append(
+            Problem(rule, message, fid=int(self.fids[i]), code=self.codes[i], severity=severity)
+        )
+
+
 def validate_layer(
     frame: geopandas.GeoDataFrame,
     *,
@@ -430,189 +447,50 @@ def validate_layer(
         raise SourceError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
     limits = limits or Limits()
     parent_layer = PARENT_LAYER[layer]
-    if parent_layer is not None and parents is None:
+    if parent_layer is None:
+        parents = None
+    elif parents is None:
         parents = UnitSet.empty(parent_layer)
-    problems: list[Problem] = []
     n = len(frame)
     fids = np.asarray(frame.index.to_numpy(), dtype=np.int64)
     codes = _text(frame["code"])
     names = _text(frame["name"])
     parent_codes: list[str | None] = _text(frame["parent_code"]) if parent_layer is not None else [None] * n
+    found = _Findings(fids, codes)
+    _check_attributes(found, names)
+    parent_index = _check_parents(found, parent_codes, parents)
 
-    def report(i: int, rule: str, message: str, severity: str = ERROR) -> None:
-        problems.append(Problem(rule, message, fid=int(fids[i]), code=codes[i], severity=severity))
-
-    # ---- attributes
-    for i in range(n):
-        code, name = codes[i], names[i]
-        if code is None:
-            report(i, "code", "missing code")
-        elif len(code) > MAX_CODE_LENGTH:
-            report(i, "code", f"code longer than {MAX_CODE_LENGTH} characters")
-        if name is None:
-            report(i, "name", "missing name")
-        elif len(name) > MAX_NAME_LENGTH:
-            report(i, "name", f"name longer than {MAX_NAME_LENGTH} characters")
-    positions: dict[str, list[int]] = defaultdict(list)
-    for i, code in enumerate(codes):
-        if code is not None:
-            positions[code].append(i)
-    for _code, rows in positions.items():
-        if len(rows) > 1:
-            for i in rows:
-                others = ", ".join(str(fids[j]) for j in rows if j != i)
-                report(i, "duplicate", f"duplicate code (also feature {others})")
-
-    parent_index = np.full(n, -1, dtype=np.int64)
-    if parent_layer is not None:
-        assert parents is not None
-        lookup = {code: k for k, code in enumerate(parents.codes)}
-        for i, pcode in enumerate(parent_codes):
-            if pcode is None:
-                report(i, "parent", f"missing parent code (the {parent_layer} it belongs to)")
-            elif pcode not in lookup:
-                report(i, "parent", f"unknown parent: no {parent_layer} with code {pcode} in the database")
-            else:
-                parent_index[i] = lookup[pcode]
-
-    # ---- geometry, in the file's coordinates first so that reported locations match the file
     source = _resolve_crs(frame.crs, crs)
     if source.problem is not None:
-        problems.append(source.problem)
+        found.problems.append(source.problem)
     geoms = np.asarray(frame.geometry.array, dtype=object)
     if n:
         geoms = np.asarray(shapely.force_2d(geoms), dtype=object)
-    ok = np.ones(n, dtype=bool)
-    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms) if n else np.zeros(0, dtype=bool)
-    type_ids = shapely.get_type_id(geoms) if n else np.zeros(0, dtype=int)
-    for i in np.flatnonzero(empty).tolist():
-        report(int(i), "empty", "empty geometry")
-    ok &= ~empty
-    polygonal = np.isin(type_ids, (3, 6))
-    for i in np.flatnonzero(ok & ~polygonal).tolist():
-        report(int(i), "type", f"not a polygon: {geoms[i].geom_type}")
-    ok &= polygonal
-    vertices = shapely.get_num_coordinates(geoms) if n else np.zeros(0, dtype=int)
-    for i in np.flatnonzero(ok & (vertices > limits.max_vertices)).tolist():
-        report(int(i), "vertices", f"too many vertices: {vertices[i]:,} (limit {limits.max_vertices:,})")
-    ok &= vertices <= limits.max_vertices
-
-    invalid = np.zeros(n, dtype=bool)
-    if ok.any():
-        invalid[ok] = ~shapely.is_valid(geoms[ok])
-    for i in np.flatnonzero(invalid).tolist():
-        reason = shapely.is_valid_reason(geoms[i])
-        if not fix:
-            report(int(i), "invalid", f"invalid geometry: {reason}")
-            ok[i] = False
-            continue
-        repaired = _polygonal_part(shapely.make_valid(geoms[i], method="structure", keep_collapsed=False))
-        if repaired is None:
-            report(int(i), "invalid", f"invalid geometry: {reason}; the repair left no polygon")
-            ok[i] = False
-            continue
-        geoms[i] = repaired
-        parts = shapely.get_num_geometries(repaired)
-        report(
-            int(i),
-            "repaired",
-            f"repaired invalid geometry ({reason}) with make_valid, kept its polygonal parts "
-            f"({parts} polygon{'s' if parts != 1 else ''})",
-            WARNING,
-        )
-
-    # ---- into WGS-84
-    known_crs = source.crs is not None or source.datum is not None
-    if known_crs and ok.any():
-        geoms[ok] = _to_wgs84(geoms[ok], source)
-        bounds = shapely.bounds(geoms[ok])
-        bad_range = (
-            ~np.isfinite(bounds).all(axis=1)
-            | (bounds[:, 0] < -180 - _RANGE_SLACK_DEG)
-            | (bounds[:, 2] > 180 + _RANGE_SLACK_DEG)
-            | (bounds[:, 1] < -90 - _RANGE_SLACK_DEG)
-            | (bounds[:, 3] > 90 + _RANGE_SLACK_DEG)
-        )
-        for i in np.flatnonzero(ok)[bad_range]:
-            report(
-                int(i),
-                "range",
-                f"coordinates outside lon/lat range after conversion from {source.label}: is the CRS right?",
-            )
-        ok[np.flatnonzero(ok)[bad_range]] = False
-        # A projection can fold a valid ring onto itself; repairing silently would hide a CRS mistake.
-        still = np.flatnonzero(ok)
-        became = still[~shapely.is_valid(geoms[still])]
-        for i in became:
-            report(
-                int(i),
-                "invalid",
-                f"invalid after conversion to WGS-84: {shapely.is_valid_reason(geoms[i])}",
-            )
-        ok[became] = False
-
+    ok = _check_geometries(found, geoms, source, fix=fix, limits=limits)
     wkbs = np.empty(n, dtype=object)
     if ok.any():
         wkbs[ok] = shapely.to_wkb(geoms[ok], output_dimension=2)
         sizes = np.fromiter((len(w) if w is not None else 0 for w in wkbs), dtype=np.int64, count=n)
         for i in np.flatnonzero(sizes > limits.max_bytes).tolist():
-            report(
-                int(i), "bytes", f"geometry too large: {sizes[i]:,} bytes of WKB (limit {limits.max_bytes:,})"
+            found.report(
+                i, "bytes", f"geometry too large: {sizes[i]:,} bytes of WKB (limit {limits.max_bytes:,})"
             )
         ok &= sizes <= limits.max_bytes
 
-    # ---- measurements in metres
     areas = np.full(n, np.nan)
-    if known_crs and ok.any():
-        parent_geoms = parents.geometries if parents is not None else np.empty(0, dtype=object)
-        frame_crs = metric_crs(
-            np.vstack([shapely.bounds(geoms[ok]), shapely.bounds(parent_geoms).reshape(-1, 4)])
+    parent_geoms = parents.geometries if parents is not None else np.empty(0, dtype=object)
+    # Even with no usable feature, parents left without children are gaps worth reporting.
+    if (source.crs is not None or source.datum is not None) and (ok.any() or len(parent_geoms)):
+        _measure(
+            found,
+            layer=layer,
+            geoms=geoms,
+            ok=ok,
+            parents=parents,
+            parent_index=parent_index,
+            areas=areas,
+            limits=limits,
         )
-        idx = np.flatnonzero(ok)
-        metric = _to_metric(geoms[idx], frame_crs)
-        areas[idx] = shapely.area(metric)
-        parent_metric = _to_metric(parent_geoms, frame_crs) if len(parent_geoms) else parent_geoms
-        inside = areas[idx].copy()
-        has_parent = parent_index[idx] >= 0
-        if parent_layer is not None and has_parent.any():
-            sub = np.flatnonzero(has_parent)
-            outside, inside_sub = _outside(metric[sub], parent_metric, parent_index[idx][sub])
-            inside[sub] = inside_sub
-            allowed = limits.allowed(limits.outside_share, areas[idx][sub])
-            for k in np.flatnonzero(outside > allowed).tolist():
-                i = int(idx[sub[k]])
-                report(
-                    i,
-                    "outside",
-                    f"sticks out of its parent {parent_layer} {parent_codes[i]} by "
-                    f"{_fmt_m2(outside[k])} ({outside[k] / areas[i]:.1%} of its area)",
-                )
-        left, right, shared = _overlaps(metric)
-        allowed = limits.allowed(limits.overlap_share, np.minimum(areas[idx][left], areas[idx][right]))
-        for a, b, s, cap in zip(left, right, shared, allowed, strict=True):
-            if s > cap:
-                i, j = int(idx[a]), int(idx[b])
-                smaller = min(areas[i], areas[j])
-                report(
-                    i,
-                    "overlap",
-                    f"overlaps feature {fids[j]} (code {codes[j]}) by {_fmt_m2(s)} "
-                    f"({s / smaller:.1%} of the smaller)",
-                )
-        if layer in MUST_TILE and parents is not None and len(parents):
-            problems.extend(
-                _gaps(
-                    layer=layer,
-                    parents=parents,
-                    parent_metric=parent_metric,
-                    child_parent=parent_index[idx],
-                    inside=inside,
-                    pairs=(left, right, shared),
-                    skipped=set(parent_index[(parent_index >= 0) & ~ok].tolist()),
-                    limits=limits,
-                )
-            )
-
     return LayerData(
         layer=layer,
         source_crs=source.label,
@@ -623,8 +501,194 @@ def validate_layer(
         geometries=geoms,
         wkbs=wkbs,
         areas_m2=areas,
-        problems=sorted(problems, key=_problem_order),
+        problems=sorted(found.problems, key=_problem_order),
     )
+
+
+def _check_attributes(found: _Findings, names: list[str | None]) -> None:
+    """Codes and names present and short enough; codes unique."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for i, (code, name) in enumerate(zip(found.codes, names, strict=True)):
+        if code is None:
+            found.report(i, "code", "missing code")
+        elif len(code) > MAX_CODE_LENGTH:
+            found.report(i, "code", f"code longer than {MAX_CODE_LENGTH} characters")
+        else:
+            positions[code].append(i)
+        if name is None:
+            found.report(i, "name", "missing name")
+        elif len(name) > MAX_NAME_LENGTH:
+            found.report(i, "name", f"name longer than {MAX_NAME_LENGTH} characters")
+    for rows in positions.values():
+        if len(rows) < 2:
+            continue
+        for i in rows:
+            others = [str(found.fids[j]) for j in rows if j != i]
+            # A file with one code everywhere would otherwise print a quadratic report.
+            listed = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+            found.report(i, "duplicate", f"duplicate code (also feature {listed})")
+
+
+def _check_parents(
+    found: _Findings, parent_codes: list[str | None], parents: UnitSet | None
+) -> NDArray[np.int64]:
+    """Each feature's position in parents (-1 when missing or unknown, or for districts)."""
+    parent_index = np.full(len(parent_codes), -1, dtype=np.int64)
+    if parents is None:
+        return parent_index
+    lookup = {code: k for k, code in enumerate(parents.codes)}
+    for i, pcode in enumerate(parent_codes):
+        if pcode is None:
+            found.report(i, "parent", f"missing parent code (the {parents.layer} it belongs to)")
+        elif pcode not in lookup:
+            found.report(i, "parent", f"unknown parent: no {parents.layer} with code {pcode} in the database")
+        else:
+            parent_index[i] = lookup[pcode]
+    return parent_index
+
+
+def _repair(
+    found: _Findings, i: int, geom: shapely.Geometry, reason: str, when: str
+) -> shapely.Geometry | None:
+    """The polygonal part of make_valid(geom), reported as a warning; None (an error) if nothing is left."""
+    repaired = _polygonal_part(shapely.make_valid(geom, method="structure", keep_collapsed=False))
+    if repaired is None:
+        found.report(i, "invalid", f"invalid geometry{when}: {reason}; the repair left no polygon")
+        return None
+    parts = shapely.get_num_geometries(repaired)
+    found.report(
+        i,
+        "repaired",
+        f"repaired invalid geometry{when} ({reason}) with make_valid, kept its polygonal parts "
+        f"({parts} polygon{'s' if parts != 1 else ''})",
+        WARNING,
+    )
+    return repaired
+
+
+def _check_geometries(
+    found: _Findings, geoms: NDArray[np.object_], source: _SourceCrs, *, fix: bool, limits: Limits
+) -> NDArray[np.bool_]:
+    """Check (and with fix, repair) geometries, convert them to WGS-84 in place; return which are usable."""
+    n = len(geoms)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    for i in np.flatnonzero(empty).tolist():
+        found.report(i, "empty", "empty geometry")
+    ok = ~empty
+    polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
+    for i in np.flatnonzero(ok & ~polygonal).tolist():
+        found.report(i, "type", f"not a polygon: {geoms[i].geom_type}")
+    ok &= polygonal
+    vertices = shapely.get_num_coordinates(geoms)
+    for i in np.flatnonzero(ok & (vertices > limits.max_vertices)).tolist():
+        found.report(i, "vertices", f"too many vertices: {vertices[i]:,} (limit {limits.max_vertices:,})")
+    ok &= vertices <= limits.max_vertices
+
+    # Validity first in the file's own coordinates, so that reported locations can be found in the file.
+    invalid = np.zeros(n, dtype=bool)
+    invalid[ok] = ~shapely.is_valid(geoms[ok])
+    for i in np.flatnonzero(invalid).tolist():
+        reason = shapely.is_valid_reason(geoms[i])
+        if not fix:
+            found.report(i, "invalid", f"invalid geometry: {reason}")
+            ok[i] = False
+            continue
+        geoms[i] = _repair(found, i, geoms[i], reason, "")
+        ok[i] = geoms[i] is not None
+
+    if (source.crs is None and source.datum is None) or not ok.any():
+        return ok
+    geoms[ok] = _to_wgs84(geoms[ok], source)
+    bounds = shapely.bounds(geoms[ok])
+    bad_range = (
+        ~np.isfinite(bounds).all(axis=1)
+        | (bounds[:, 0] < -180 - _RANGE_SLACK_DEG)
+        | (bounds[:, 2] > 180 + _RANGE_SLACK_DEG)
+        | (bounds[:, 1] < -90 - _RANGE_SLACK_DEG)
+        | (bounds[:, 3] > 90 + _RANGE_SLACK_DEG)
+    )
+    for i in np.flatnonzero(ok)[bad_range].tolist():
+        found.report(
+            i,
+            "range",
+            f"coordinates outside lon/lat range after conversion from {source.label}: is the CRS right?",
+        )
+        ok[i] = False
+    # A reprojection can fold a valid ring onto itself; that is held to the same rule as the file's own.
+    still = np.flatnonzero(ok)
+    for i in still[~shapely.is_valid(geoms[still])].tolist():
+        reason = shapely.is_valid_reason(geoms[i])
+        if not fix:
+            found.report(i, "invalid", f"invalid geometry after conversion to WGS-84: {reason}")
+            ok[i] = False
+            continue
+        geoms[i] = _repair(found, i, geoms[i], reason, " after conversion to WGS-84")
+        ok[i] = geoms[i] is not None
+    return ok
+
+
+def _measure(
+    found: _Findings,
+    *,
+    layer: str,
+    geoms: NDArray[np.object_],
+    ok: NDArray[np.bool_],
+    parents: UnitSet | None,
+    parent_index: NDArray[np.int64],
+    areas: NDArray[np.float64],
+    limits: Limits,
+) -> None:
+    """Areas (into areas), then sticking out, overlaps and gaps, all in square metres."""
+    parent_geoms = parents.geometries if parents is not None else np.empty(0, dtype=object)
+    frame_crs = metric_crs(
+        np.vstack([shapely.bounds(geoms[ok]).reshape(-1, 4), shapely.bounds(parent_geoms).reshape(-1, 4)])
+    )
+    idx = np.flatnonzero(ok)
+    metric = _to_metric(geoms[idx], frame_crs)
+    areas[idx] = shapely.area(metric)
+    parent_metric = _to_metric(parent_geoms, frame_crs)
+    inside = areas[idx].copy()
+    has_parent = np.flatnonzero(parent_index[idx] >= 0)
+    if parents is not None and len(has_parent):
+        outside, inside[has_parent] = _outside(
+            metric[has_parent], parent_metric, parent_index[idx][has_parent]
+        )
+        allowed = limits.allowed(limits.outside_share, areas[idx][has_parent])
+        for k in np.flatnonzero(outside > allowed).tolist():
+            i = int(idx[has_parent[k]])
+            found.report(
+                i,
+                "outside",
+                f"sticks out of its parent {parents.layer} {parents.codes[parent_index[i]]} by "
+                f"{_fmt_m2(outside[k])} ({outside[k] / areas[i]:.1%} of its area)",
+            )
+    left, right, shared = _overlaps(metric)
+    allowed = limits.allowed(limits.overlap_share, np.minimum(areas[idx][left], areas[idx][right]))
+    for a, b, s in zip(
+        left[shared > allowed], right[shared > allowed], shared[shared > allowed], strict=True
+    ):
+        i, j = int(idx[a]), int(idx[b])
+        found.report(
+            i,
+            "overlap",
+            f"overlaps feature {found.fids[j]} (code {found.codes[j]}) by {_fmt_m2(s)} "
+            f"({s / min(areas[i], areas[j]):.1%} of the smaller)",
+        )
+    if layer in MUST_TILE and parents is not None and len(parents):
+        found.problems.extend(
+            _gaps(
+                layer=layer,
+                parents=parents,
+                parent_metric=parent_metric,
+                child_parent=parent_index[idx],
+                inside=inside,
+                pairs=(left, right, shared),
+                skipped=set(parent_index[(parent_index >= 0) & ~ok].tolist()),
+                limits=limits,
+            )
+        )
 
 
 def _problem_order(problem: Problem) -> tuple[int, int]:
@@ -708,7 +772,7 @@ def _gaps(
             continue  # a child with a refused geometry would show up as a gap: already reported
         subject = f"{parents.layer} {parents.codes[p]} ({parents.names[p]})"
         if children[p] == 0:
-            message = f"has no {layer} at all: every {layer} layer must cover its {parents.layer}s"
+            message = f"has no {layer} at all ({layer} units must cover their {parents.layer} completely)"
         else:
             message = (
                 f"{uncovered[p] / parent_area[p]:.1%} ({_fmt_m2(uncovered[p])}) of it is covered by "

@@ -1,13 +1,6 @@
-"""Channel-layer group names; the server alone decides who joins which."""
+"""Channel-layer group names; the server alone decides who joins which (clients never name a group)."""
 
 from __future__ import annotations
 
-
-def user_group(user_id: int) -> str:
-    """The group of every socket of one user (a user's feed is delivered here)."""
-    return f"user.{user_id}"
-
-
-def control_group(user_id: int) -> str:
-    """The group that receives control messages for one user's sockets (e.g. close on deactivation)."""
-    return f"control.{user_id}"
+# Every process subscribes once to this group and fans events out to its own sockets (realtime/hub.py).
+FANOUT_GROUP = "realtime.fanout"

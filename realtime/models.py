@@ -50,3 +50,30 @@ class FeedEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}#{self.seq}"
+
+
+class WsTicket(models.Model):
+    """A one-time ticket a phone trades for a websocket session (the ticket never appears in a URL)."""
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"ticket of user {self.user_id}"
+
+
+class Connection(models.Model):
+    """A live websocket, for presence: who is online, per department and grid, across processes."""
+
+    channel_name = models.CharField(max_length=200, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    department_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    process = models.CharField(max_length=64)
+    connected_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.process}"

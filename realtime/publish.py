@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from realtime.events import check_event
-from realtime.groups import user_group
+from realtime.groups import FANOUT_GROUP
 from realtime.models import Event, Feed, FeedEntry
 
 log = logging.getLogger(__name__)
@@ -74,23 +74,38 @@ def event_message(event: Event, seq: int) -> dict[str, Any]:
 
 
 def push_event(event_id: int) -> bool:
-    """Push one committed event to its recipients' sockets; mark it published when that worked."""
+    """Push one committed event to every process once; each process hands it to its local sockets."""
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return False
     layer = get_channel_layer()
     if layer is None:
         return False
-    entries = list(FeedEntry.objects.filter(event_id=event_id).values_list("user_id", "seq"))
+    seqs = list(FeedEntry.objects.filter(event_id=event_id).values_list("user_id", "seq"))
+    message = event_message(event, 0)
+    del message["seq"]
     try:
-        for user_id, seq in entries:
-            async_to_sync(layer.group_send)(
-                user_group(user_id), {"type": "stream.event", "message": event_message(event, seq)}
-            )
+        # One message per process instead of one per recipient: a warning to 5,000 people is one send.
+        async_to_sync(layer.group_send)(
+            FANOUT_GROUP, {"type": "fanout", "message": message, "seqs": [[u, s] for u, s in seqs]}
+        )
     except Exception as exc:  # the database keeps it; the relay and client resume deliver it later
         log.warning("push of event %s failed, left for the relay: %s", event_id, exc)
         return False
     Event.objects.filter(pk=event_id, published_at__isnull=True).update(published_at=timezone.now())
+    return True
+
+
+def send_control(message: dict[str, Any]) -> bool:
+    """Send a control message (e.g. close a user's sockets) to every process."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        async_to_sync(layer.group_send)(FANOUT_GROUP, {"type": "control", **message})
+    except Exception as exc:
+        log.warning("control message not sent: %s", exc)
+        return False
     return True
 
 

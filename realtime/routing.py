@@ -6,11 +6,33 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
-from django.urls import URLPattern
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.urls import path
 
-# Filled by the stream consumer (issue 6); the router is here so that daphne serves both protocols.
-websocket_urlpatterns: list[URLPattern] = []
+from realtime.consumers import StreamConsumer
+
+websocket_urlpatterns = [path("ws/stream/", StreamConsumer.as_asgi())]
+
+
+class OriginOrTicketValidator(OriginValidator):
+    """Browsers (which always send Origin) must come from an allowed host; clients without Origin pass.
+
+    A client without an Origin header cannot be a cross-site page, so it is let through but gets no
+    session authentication: it must present a one-time ticket (see StreamConsumer).
+    """
+
+    def __init__(self, application: Any) -> None:
+        allowed = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = ["localhost", "127.0.0.1", "[::1]"]
+        super().__init__(application, allowed)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        headers = dict(scope.get("headers", []))
+        if b"origin" not in headers:
+            return await self.application(scope, receive, send)
+        return await super().__call__(scope, receive, send)
 
 
 def build_application(django_asgi_app: Any) -> ProtocolTypeRouter:
@@ -18,6 +40,6 @@ def build_application(django_asgi_app: Any) -> ProtocolTypeRouter:
     return ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": OriginOrTicketValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )

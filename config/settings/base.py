@@ -84,7 +84,8 @@ TEMPLATES = [
 
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Persistent connections with health checks: websocket consumers run queries from a thread pool.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the background loop write while daphne reads; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {
@@ -182,6 +183,19 @@ WORK_CALENDAR_FILE = os.environ.get("WORK_CALENDAR_FILE") or str(
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# Realtime: events kept for resume, unacknowledged window per socket, limits, presence.
+REALTIME_RETENTION_DAYS = env_float("REALTIME_RETENTION_DAYS", 30)
+WS_WINDOW = int(env_float("WS_WINDOW", 500))
+WS_MAX_FRAME = int(env_float("WS_MAX_FRAME", 64 * 1024))
+WS_RATE_PER_S = env_float("WS_RATE_PER_S", 20)
+WS_RATE_BURST = env_float("WS_RATE_BURST", 40)
+WS_AUTH_TIMEOUT_S = env_float("WS_AUTH_TIMEOUT_S", 10)
+AUTH_RECHECK_S = env_float("AUTH_RECHECK_S", 2)
+PRESENCE_HEARTBEAT_S = env_float("PRESENCE_HEARTBEAT_S", 20)
+PRESENCE_TIMEOUT_S = env_float("PRESENCE_TIMEOUT_S", 60)
+# The embedded default runs the background loop inside daphne; production runs `manage.py worker`.
+BACKGROUND_IN_PROCESS = env_bool("BACKGROUND_IN_PROCESS", not REDIS_URL)
 
 DEMO_PASSWORD = "demo-pass-2026"
 

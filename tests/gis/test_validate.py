@@ -171,8 +171,14 @@ def test_a_parent_without_any_child_is_a_gap() -> None:
     other = box(X0 + D, Y0, X0 + 2 * D, Y0 + D)
     data = validate_layer(grids(), layer="grid", parents=parents(("C2", other)))
     assert [str(p) for p in data.errors] == [
-        "community C2 (community C2): has no grid at all: every grid layer must cover its communitys"
+        "community C2 (community C2): has no grid at all (grid units must cover their community completely)"
     ]
+
+
+def test_an_empty_file_leaves_every_parent_uncovered() -> None:
+    data = validate_layer(grids([]), layer="grid", parents=parents())
+    assert [(p.rule, p.code) for p in data.errors] == [("gap", "C1")]
+    assert validate_layer(grids([]), layer="block", parents=parents()).problems == []
 
 
 def test_districts_have_no_parent_and_are_checked_for_overlaps_only() -> None:
@@ -229,7 +235,7 @@ def test_wrong_crs_shows_as_out_of_range_coordinates() -> None:
 def test_gcj02_coordinates_are_shifted_back_to_wgs84() -> None:
     lon, lat = wgs84_to_gcj02_many(np.array([X0]), np.array([Y0]))
     shifted = shapely.transform(
-        np.array(QUADRANTS, dtype=object), lambda xy: xy + [lon[0] - X0, lat[0] - Y0]
+        np.array(QUADRANTS, dtype=object), lambda xy: xy + np.array([lon[0] - X0, lat[0] - Y0])
     )
     data = validate_layer(grids(list(shifted)), layer="grid", parents=parents(), crs="gcj02")
     assert data.problems == []
@@ -259,7 +265,9 @@ def test_children_that_no_longer_fit_are_warnings() -> None:
     children = UnitSet("grid", ["G0", "G9"], ["zero", "nine"], geoms, ["C1", "C1"])
     problems = check_children_fit(children, parents())
     assert [(p.code, p.severity) for p in problems] == [("G9", WARNING)]
-    assert str(problems[0]).startswith("existing grid G9 (nine): warning: would stick out of the new community")
+    assert str(problems[0]).startswith(
+        "existing grid G9 (nine): warning: would stick out of the new community"
+    )
 
 
 def test_metric_crs_is_local_for_a_city_and_global_for_the_world() -> None:
@@ -275,7 +283,9 @@ def test_read_source_maps_fields_and_reports_usage_errors(tmp_path: Path) -> Non
     pyogrio.write_dataframe(renamed, path, driver="GeoJSON")
     read = read_source(path, layer="grid", code_field="wg_code", name_field="WG_NAME", parent_field="SQ")
     assert read["code"].tolist() == ["G0", "G1", "G2", "G3"] and read["parent_code"].tolist() == ["C1"] * 4
-    with pytest.raises(SourceError, match=r"no field 'code' \(--code-field\); the fields are: WG_CODE, WG_NAME"):
+    with pytest.raises(
+        SourceError, match=r"no field 'code' \(--code-field\); the fields are: WG_CODE, WG_NAME"
+    ):
         read_source(path, layer="grid")
     with pytest.raises(SourceError, match="no such file"):
         read_source(tmp_path / "missing.geojson", layer="grid")

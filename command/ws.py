@@ -1,0 +1,59 @@
+"""Order actions over the websocket, order delivery on first ack, and the escalation tick."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from command import rules
+from command.models import DispatchOrder
+from command.selectors import orders_visible_to
+from command.services import order_act, order_mark_delivered, orders_tick
+from incidents.models import Source
+from incidents.services import ActionError
+from realtime.hooks import ActionFailed, register_ack_hook, register_action, register_tick
+
+RESERVED = {"type", "request_id", "action", "order_id"}
+
+
+def _order_action(action: str) -> Any:
+    def handler(user: Any, message: dict[str, Any]) -> dict[str, Any]:
+        order_id = message.get("order_id")
+        if isinstance(order_id, bool) or not isinstance(order_id, int):
+            raise ActionFailed(400, "order_id: an order id is required", field="order_id")
+        if not orders_visible_to(user).filter(pk=order_id).exists():
+            raise ActionFailed(404, "no such order")
+        payload = {k: v for k, v in message.items() if k not in RESERVED}
+        try:
+            order = order_act(
+                order_id=order_id, actor=user, action=action, source=Source.WEBSOCKET, payload=payload
+            )
+        except rules.OrderActionRefused as exc:
+            status = 400 if exc.unknown else 403 if exc.forbidden_role else 409
+            raise ActionFailed(status, str(exc), allowed=exc.allowed) from None
+        except ActionError as exc:
+            raise ActionFailed(400, str(exc), field=exc.field) from None
+        return {"order_id": order.pk, "status": order.status}
+
+    return handler
+
+
+def orders_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """An order counts as delivered at the first ack of its created event by its department's client."""
+    from command.models import User
+
+    department_id = User.objects.filter(pk=user_id).values_list("department_id", flat=True).first()
+    if department_id is None:
+        return
+    order_ids = [data["id"] for name, data in events if name == "order.created" and "id" in data]
+    for order_id in DispatchOrder.objects.filter(pk__in=order_ids, department_id=department_id).values_list(
+        "pk", flat=True
+    ):
+        order_mark_delivered(order_id=order_id)
+
+
+def register() -> None:
+    """Offer every order action as "order.<action>", mark deliveries on ack, run escalation."""
+    for action in rules.ORDER_TRANSITIONS:
+        register_action(f"order.{action}", _order_action(action))
+    register_ack_hook(orders_delivered_on_ack)
+    register_tick("order_escalation", orders_tick)

@@ -1,0 +1,217 @@
+"""Reads and writes of feeds used by the stream: replay ranges, cumulative acks, tickets, presence rows."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from realtime.models import Connection, Event, Feed, FeedEntry, WsTicket
+from realtime.publish import event_message, publish
+
+TICKET_TTL_S = 60
+# Roles that watch presence (command.constants.Role values; realtime does not import command).
+PRESENCE_WATCHERS = ("operator", "commander")
+
+
+@dataclass(frozen=True)
+class FeedHead:
+    """Where a user's feed stands: last sequence number, last acknowledged, oldest still kept."""
+
+    last_seq: int
+    acked_seq: int
+    oldest_seq: int | None
+
+
+def feed_head(user_id: int) -> FeedHead:
+    """The head of a user's feed (zeros for a user who never received anything)."""
+    feed = Feed.objects.filter(user_id=user_id).values_list("last_seq", "acked_seq").first()
+    oldest = FeedEntry.objects.filter(user_id=user_id).aggregate(m=Min("seq"))["m"]
+    if feed is None:
+        return FeedHead(0, 0, oldest)
+    return FeedHead(int(feed[0]), int(feed[1]), oldest)
+
+
+def feed_range(user_id: int, after: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` messages of a user's feed with seq > after, in order."""
+    entries = (
+        FeedEntry.objects.filter(user_id=user_id, seq__gt=after)
+        .select_related("event")
+        .order_by("seq")[:limit]
+    )
+    return [event_message(e.event, e.seq) for e in entries]
+
+
+def feed_ack(user_id: int, seq: int) -> list[tuple[str, dict[str, Any]]]:
+    """Move the cumulative ack forward; return the events acknowledged for the first time."""
+    with transaction.atomic():
+        feed = Feed.objects.select_for_update().filter(user_id=user_id).first()
+        if feed is None or seq <= feed.acked_seq:
+            return []
+        seq = min(seq, feed.last_seq)
+        old = feed.acked_seq
+        feed.acked_seq = seq
+        feed.save(update_fields=["acked_seq"])
+    rows = (
+        FeedEntry.objects.filter(user_id=user_id, seq__gt=old, seq__lte=seq)
+        .select_related("event")
+        .order_by("seq")
+    )
+    return [(e.event.name, e.event.data) for e in rows]
+
+
+def ticket_issue(user: Any) -> str:
+    """A fresh one-time websocket ticket for `user`, valid for TICKET_TTL_S seconds."""
+    key = secrets.token_urlsafe(32)
+    now = timezone.now()
+    WsTicket.objects.create(
+        key_hash=hashlib.sha256(key.encode()).hexdigest(),
+        user=user,
+        created_at=now,
+        expires_at=now + timedelta(seconds=TICKET_TTL_S),
+    )
+    return key
+
+
+def ticket_redeem(key: str) -> Any | None:
+    """The active user a ticket was issued to, consuming the ticket; None if unknown, used or expired."""
+    if not isinstance(key, str) or not key or len(key) > 200:
+        return None
+    now = timezone.now()
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    with transaction.atomic():
+        # The conditional update makes the ticket single-use even when two sockets race for it.
+        used = WsTicket.objects.filter(key_hash=key_hash, used_at__isnull=True, expires_at__gt=now).update(
+            used_at=now
+        )
+        if not used:
+            return None
+        user_id = WsTicket.objects.filter(key_hash=key_hash).values_list("user_id", flat=True).first()
+    if user_id is None:
+        return None
+    return get_user_model().objects.filter(pk=user_id, is_active=True).select_related("department").first()
+
+
+def user_snapshot(user_id: int) -> tuple[bool, str, int | None] | None:
+    """What decides a socket's rights: (is_active, role, department id); None if the user is gone."""
+    row = (
+        get_user_model().objects.filter(pk=user_id).values_list("is_active", "role", "department_id").first()
+    )
+    return (bool(row[0]), str(row[1]), row[2]) if row else None
+
+
+def snapshots(user_ids: list[int]) -> dict[int, tuple[bool, str, int | None]]:
+    """user_snapshot for many users in one query."""
+    rows = (
+        get_user_model()
+        .objects.filter(pk__in=user_ids)
+        .values_list("pk", "is_active", "role", "department_id")
+    )
+    return {int(pk): (bool(active), str(role), dept) for pk, active, role, dept in rows}
+
+
+def _presence_changed(user: Any, online: bool) -> None:
+    watchers = (
+        get_user_model()
+        .objects.filter(role__in=PRESENCE_WATCHERS, is_active=True)
+        .values_list("pk", flat=True)
+    )
+    department = getattr(getattr(user, "department", None), "code", None)
+    publish(
+        name="presence.changed",
+        data={"department": department, "user_id": user.pk, "online": online, "username": user.username},
+        recipients=list(watchers),
+    )
+
+
+def connection_open(*, channel_name: str, user: Any, process: str) -> None:
+    """Record a live socket; announce the user online when it is their first."""
+    now = timezone.now()
+    with transaction.atomic():
+        first = not Connection.objects.filter(user_id=user.pk, last_seen__gte=now - _stale()).exists()
+        Connection.objects.update_or_create(
+            channel_name=channel_name,
+            defaults={
+                "user_id": user.pk,
+                "department_id": user.department_id,
+                "process": process,
+                "connected_at": now,
+                "last_seen": now,
+            },
+        )
+        if first:
+            _presence_changed(user, True)
+
+
+def connection_close(*, channel_name: str, user: Any) -> None:
+    """Forget a socket; announce the user offline when it was their last."""
+    now = timezone.now()
+    with transaction.atomic():
+        Connection.objects.filter(channel_name=channel_name).delete()
+        if not Connection.objects.filter(user_id=user.pk, last_seen__gte=now - _stale()).exists():
+            _presence_changed(user, False)
+
+
+def connections_heartbeat(channel_names: list[str]) -> None:
+    """Mark this process's sockets as alive."""
+    if channel_names:
+        Connection.objects.filter(channel_name__in=channel_names).update(last_seen=timezone.now())
+
+
+def _stale() -> timedelta:
+    return timedelta(seconds=float(getattr(settings, "PRESENCE_TIMEOUT_S", 60)))
+
+
+def connections_sweep() -> int:
+    """Drop sockets whose process stopped beating (killed, partitioned); announce who went offline."""
+    cutoff = timezone.now() - _stale()
+    stale = list(Connection.objects.filter(last_seen__lt=cutoff).values_list("channel_name", "user_id"))
+    if not stale:
+        return 0
+    User = get_user_model()
+    for channel_name, user_id in stale:
+        user = User.objects.select_related("department").filter(pk=user_id).first()
+        if user is not None:
+            connection_close(channel_name=channel_name, user=user)
+        else:
+            Connection.objects.filter(channel_name=channel_name).delete()
+    return len(stale)
+
+
+def online_summary() -> dict[str, Any]:
+    """Who is online: users, and counts per department code."""
+    cutoff = timezone.now() - _stale()
+    rows = (
+        Connection.objects.filter(last_seen__gte=cutoff)
+        .values_list("user_id", "user__username", "user__department__code", "user__role")
+        .distinct()
+    )
+    users: dict[int, dict[str, Any]] = {}
+    for user_id, username, department, role in rows:
+        users[user_id] = {"id": user_id, "username": username, "department": department, "role": role}
+    per_department: dict[str, int] = {}
+    for user in users.values():
+        if user["department"]:
+            per_department[user["department"]] = per_department.get(user["department"], 0) + 1
+    return {"users": sorted(users.values(), key=lambda u: u["username"]), "departments": per_department}
+
+
+def feeds_prune() -> int:
+    """Delete events older than the retention window (their feed entries go with them)."""
+    days = float(getattr(settings, "REALTIME_RETENTION_DAYS", 30))
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = Event.objects.filter(at__lt=cutoff).delete()
+    return deleted
+
+
+def latest_seq(user_id: int) -> int:
+    """The newest sequence number in a user's feed (0 if none)."""
+    return int(FeedEntry.objects.filter(user_id=user_id).aggregate(m=Max("seq"))["m"] or 0)

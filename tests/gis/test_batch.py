@@ -1,0 +1,370 @@
+"""Tests of gis.batch (pure: a TerritoryIndex built in memory) and the geocode_batch command."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import CommandError, call_command
+
+from gis import datums
+from gis.batch import ADDED_COLUMNS, CODE_COLUMNS, BatchError, geocode_file
+from gis.citygen import generate_city
+from gis.index import TerritoryIndex
+
+
+@pytest.fixture(scope="module")
+def index() -> TerritoryIndex:
+    """The demo city's index (the same seed and size as the test database's)."""
+    return TerritoryIndex.from_units(generate_city(seed=2026, grids=2000).units)
+
+
+def inside_points(index: TerritoryIndex, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """n points that resolve to a grid without snapping, rounded to 7 decimals like real input."""
+    rng = np.random.default_rng(seed)
+    lon0, lat0 = 113.75, 22.40
+    lon_parts, lat_parts, have = [], [], 0
+    while have < n:
+        lon = np.round(rng.uniform(lon0, lon0 + 0.65, 2 * n), 7)
+        lat = np.round(rng.uniform(lat0, lat0 + 0.45, 2 * n), 7)
+        found = index.geocode_many(lon, lat, with_block=False)
+        keep = ~np.isnan(found["boundary_distance_m"]) & ~found["snapped"]
+        lon_parts.append(lon[keep])
+        lat_parts.append(lat[keep])
+        have += int(keep.sum())
+    return np.concatenate(lon_parts)[:n], np.concatenate(lat_parts)[:n]
+
+
+def read_csv_as_text(path: Path) -> pa.Table:
+    """A CSV with every column as text (booleans stay text too: 'true'/'false'/'')."""
+    with open(path, encoding="utf-8") as handle:
+        names = handle.readline().strip().replace('"', "").split(",")
+    return pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=False
+        ),
+    )
+
+
+def expected_codes(index: TerritoryIndex, lon: np.ndarray, lat: np.ndarray) -> dict[str, list[object]]:
+    found = index.geocode_many(lon, lat)
+    return {name: list(found[name]) for name in ADDED_COLUMNS}
+
+
+# --- single engine ------------------------------------------------------------------------------
+
+
+def test_csv_keeps_every_column_byte_for_byte_and_adds_the_codes(
+    index: TerritoryIndex, tmp_path: Path
+) -> None:
+    lon, lat = inside_points(index, 50)
+    src = tmp_path / "in.csv"
+    rows = ["id,lon,lat,note,code,amount"]
+    for i, (x, y) in enumerate(zip(lon, lat, strict=True)):
+        note = '"井盖缺失, 有""危险"""' if i == 3 else ("" if i == 4 else f"报告{i}")
+        rows.append(f"{i:05d},{float(x)!r},{float(y)!r},{note},007,1.50")
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    report = geocode_file(index, src, tmp_path / "out.csv", progress=False)
+
+    out = read_csv_as_text(tmp_path / "out.csv")
+    assert out.column_names == ["id", "lon", "lat", "note", "code", "amount", *ADDED_COLUMNS]
+    assert out["id"].to_pylist()[:3] == ["00000", "00001", "00002"]
+    assert out["note"][3].as_py() == '井盖缺失, 有"危险"'
+    assert out["note"][4].as_py() == ""
+    assert set(out["code"].to_pylist()) == {"007"} and set(out["amount"].to_pylist()) == {"1.50"}
+    assert out["lon"].to_pylist() == [repr(float(x)) for x in lon]
+    want = expected_codes(index, lon, lat)
+    for name in CODE_COLUMNS:
+        assert out[name].to_pylist() == want[name]
+    assert out["near_boundary"].to_pylist() == ["true" if v else "false" for v in want["near_boundary"]]
+    assert report.rows == report.resolved == 50 and report.bad == report.outside == 0
+
+
+def test_csv_output_types_read_back_as_strings_and_booleans(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 20)
+    pa_table = pa.table({"lon": lon, "lat": lat})
+    pacsv.write_csv(pa_table, tmp_path / "in.csv")
+    geocode_file(index, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    # Inference on the output: codes are digit strings, so ask for text and see booleans inferred.
+    table = pacsv.read_csv(
+        tmp_path / "out.csv",
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in CODE_COLUMNS}),
+    )
+    assert table.schema.field("near_boundary").type == pa.bool_()
+    assert table.schema.field("snapped").type == pa.bool_()
+    assert table.schema.field("grid_code").type == pa.string()
+
+
+def test_bad_and_outside_rows_are_kept_with_empty_codes_and_reported(
+    index: TerritoryIndex, tmp_path: Path
+) -> None:
+    lon, lat = inside_points(index, 4)
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "lon,lat,id\n"
+        f"{lon[0]},{lat[0]},ok\n"
+        f",{lat[1]},missing-lon\n"
+        f"abc,{lat[1]},text\n"
+        f"{lon[2]},95,out-of-range\n"
+        f" {lon[3]} , {lat[3]} ,blanks\n"
+        "0,0,outside\n"
+        "nan,inf,non-finite\n",
+        encoding="utf-8",
+    )
+    report = geocode_file(index, src, tmp_path / "out.parquet", progress=False)
+
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out["id"].to_pylist() == [
+        "ok",
+        "missing-lon",
+        "text",
+        "out-of-range",
+        "blanks",
+        "outside",
+        "non-finite",
+    ]
+    grid = out["grid_code"].to_pylist()
+    assert grid[0] is not None and grid[4] is not None
+    assert grid[1] is grid[2] is grid[3] is grid[5] is grid[6] is None
+    assert out["snapped"].to_pylist()[1] is False and out["near_boundary"].to_pylist()[5] is False
+    assert (report.rows, report.resolved, report.bad, report.outside) == (7, 2, 4, 1)
+    assert report.bad_examples == [
+        "row 2: lon is missing",
+        "row 3: lon is not a number: 'abc'",
+        "row 4: lat 95 is out of range [-90, 90]",
+        "row 7: lon is not a number: 'nan'; lat inf is out of range [-90, 90]",
+    ]
+
+
+def test_parquet_keeps_column_types(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 30)
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(30), pa.int64()),
+            "lon": pa.array(lon, pa.float64()),
+            "lat": pa.array(lat, pa.float32()),
+            "when": pa.array(np.arange(30).astype("datetime64[s]")),
+            "tags": pa.array([["a", "b"]] * 30),
+        }
+    )
+    pq.write_table(table, tmp_path / "in.parquet")
+    table = pq.read_table(tmp_path / "in.parquet")  # as Parquet stores it (timestamps in ms)
+    geocode_file(index, tmp_path / "in.parquet", tmp_path / "out.parquet", progress=False)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.schema.names == ["id", "lon", "lat", "when", "tags", *ADDED_COLUMNS]
+    for name in ("id", "lon", "lat", "when", "tags"):
+        assert out.schema.field(name).type == table.schema.field(name).type
+        assert out[name].equals(table[name])
+    assert all(out.schema.field(n).type == pa.string() for n in CODE_COLUMNS)
+    assert out.schema.field("near_boundary").type == pa.bool_()
+    assert (
+        out["grid_code"].to_pylist()
+        == expected_codes(index, lon, lat.astype(np.float32).astype(float))["grid_code"]
+    )
+
+
+def test_crs_converts_before_geocoding(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 40, seed=5)
+    glon, glat = datums.wgs84_to_gcj02_many(lon, lat)
+    blon, blat = datums.wgs84_to_bd09_many(lon, lat)
+    pq.write_table(pa.table({"x": glon, "y": glat}), tmp_path / "gcj.parquet")
+    pq.write_table(pa.table({"lon": blon, "lat": blat}), tmp_path / "bd.parquet")
+    geocode_file(
+        index,
+        tmp_path / "gcj.parquet",
+        tmp_path / "gcj.csv",
+        crs="GCJ-02",
+        lon_column="x",
+        lat_column="y",
+        progress=False,
+    )
+    geocode_file(index, tmp_path / "bd.parquet", tmp_path / "bd.csv", crs="bd09", progress=False)
+    want = expected_codes(index, *datums.gcj02_to_wgs84_many(glon, glat))["grid_code"]
+    assert read_csv_as_text(tmp_path / "gcj.csv")["grid_code"].to_pylist() == want
+    # A GCJ-02 offset is hundreds of metres: without conversion most points would land elsewhere.
+    assert want != expected_codes(index, glon, glat)["grid_code"]
+    want_bd = expected_codes(index, *datums.bd09_to_wgs84_many(blon, blat))["grid_code"]
+    assert read_csv_as_text(tmp_path / "bd.csv")["grid_code"].to_pylist() == want_bd
+
+
+def test_gzip_and_gbk(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 10)
+    text = "名称,lon,lat\n" + "".join(
+        f"网格员{i},{x},{y}\n" for i, (x, y) in enumerate(zip(lon, lat, strict=True))
+    )
+    with gzip.open(tmp_path / "in.csv.gz", "wt", encoding="utf-8") as handle:
+        handle.write(text)
+    (tmp_path / "gbk.csv").write_bytes(text.encode("gbk"))
+
+    geocode_file(index, tmp_path / "in.csv.gz", tmp_path / "out.csv.gz", progress=False)
+    with gzip.open(tmp_path / "out.csv.gz", "rb") as handle:
+        out = pacsv.read_csv(io.BytesIO(handle.read()))
+    assert out["名称"].to_pylist()[2] == "网格员2"
+    with pytest.raises(BatchError, match=r"e\.g\. gbk"):
+        geocode_file(index, tmp_path / "gbk.csv", tmp_path / "gbk-out.csv", progress=False)
+    geocode_file(index, tmp_path / "gbk.csv", tmp_path / "gbk-out.csv", encoding="gbk", progress=False)
+    assert read_csv_as_text(tmp_path / "gbk-out.csv")["名称"].to_pylist()[9] == "网格员9"
+
+
+def test_header_only_csv_gives_header_only_output(index: TerritoryIndex, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("lon,lat,id\n", encoding="utf-8")
+    report = geocode_file(index, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    assert report.rows == 0
+    assert read_csv_as_text(tmp_path / "out.csv").column_names == ["lon", "lat", "id", *ADDED_COLUMNS]
+
+
+def test_a_million_rows_run_in_bounded_chunks(index: TerritoryIndex, tmp_path: Path) -> None:
+    n = 1_000_000
+    lon, lat = inside_points(index, 50_000, seed=9)
+    reps = n // lon.size
+    table = pa.table({"id": np.arange(n), "lon": np.tile(lon, reps), "lat": np.tile(lat, reps)})
+    pacsv.write_csv(table, tmp_path / "big.csv")
+    size = (tmp_path / "big.csv").stat().st_size
+    del table
+
+    chunk_rows = 65_536
+    report = geocode_file(
+        index, tmp_path / "big.csv", tmp_path / "big.parquet", chunk_rows=chunk_rows, progress=False
+    )
+
+    assert report.rows == n and report.resolved == n
+    assert report.max_chunk_rows <= chunk_rows
+    assert report.chunks >= n // chunk_rows
+    # Arrow memory in use never came near the whole file, let alone the whole output.
+    assert report.peak_arrow_bytes < min(64 * 2**20, size)
+    meta = pq.ParquetFile(tmp_path / "big.parquet").metadata
+    assert meta.num_rows == n
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= chunk_rows
+
+
+# --- dask engine --------------------------------------------------------------------------------
+
+
+def test_dask_engine_matches_single_engine(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 6000, seed=3)
+    lines = ["id,lon,lat"] + [f"{i},{x},{y}" for i, (x, y) in enumerate(zip(lon, lat, strict=True))]
+    lines[4500] = "4499,,bad"  # row 4500, deep inside a later partition
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = pa.table({"id": np.arange(6000), "lon": lon, "lat": lat})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=1000)
+
+    single = geocode_file(index, tmp_path / "in.csv", tmp_path / "single.csv", progress=False)
+    both = geocode_file(
+        index,
+        tmp_path / "in.csv",
+        tmp_path / "dask.csv",
+        engine="dask",
+        workers=2,
+        partition_bytes=40_000,
+        chunk_rows=1000,
+        progress=False,
+    )
+    assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
+    assert both.partitions > 2 and both.rows == 6000 and both.workers == 2
+    assert (
+        both.bad_examples == single.bad_examples == ["row 4500: lon is missing; lat is not a number: 'bad'"]
+    )
+
+    geocode_file(index, tmp_path / "in.parquet", tmp_path / "single.parquet", progress=False)
+    report = geocode_file(
+        index, tmp_path / "in.parquet", tmp_path / "dask.parquet", engine="dask", workers=2, progress=False
+    )
+    assert report.partitions == 4
+    assert pq.read_table(tmp_path / "dask.parquet").equals(pq.read_table(tmp_path / "single.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "message"),
+    [
+        (None, {}, "input file not found"),
+        ("lon,lat\n1,2\n", {"src_name": "in.txt"}, "unknown file extension; expected .csv"),
+        ("lon,lat\n1,2\n", {"dst_name": "out.xlsx"}, "output .*out.xlsx: unknown file extension"),
+        ("x,y,name\n1,2,a\n", {}, r"no column 'lon'; the columns are: x, y, name"),
+        ("lon,lat\n1,2\n", {"crs": "epsg:3857"}, "unknown crs 'epsg:3857'"),
+        ("lon,lat,grid_code\n1,2,a\n", {}, "already has column\\(s\\) grid_code"),
+        ("lon,lat,lon\n1,2,3\n", {}, "duplicate column name 'lon'"),
+        ("", {}, "empty file"),
+        ("lon,lat\n1,2,3\n", {}, "Expected 2 columns, got 3"),
+    ],
+)
+def test_bad_input_raises_one_line_batch_error(
+    index: TerritoryIndex, tmp_path: Path, make: str | None, kwargs: dict[str, str], message: str
+) -> None:
+    src = tmp_path / kwargs.pop("src_name", "in.csv")
+    dst = tmp_path / kwargs.pop("dst_name", "out.csv")
+    if make is not None:
+        src.write_text(make, encoding="utf-8")
+    with pytest.raises(BatchError, match=message) as caught:
+        geocode_file(index, src, dst, progress=False, **kwargs)
+    assert "\n" not in str(caught.value)
+    assert not dst.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_dask_refuses_gzip_and_csv_refuses_nested_columns(index: TerritoryIndex, tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "in.csv.gz", "wt") as handle:
+        handle.write("lon,lat\n114,22.5\n")
+    with pytest.raises(BatchError, match="cannot be split"):
+        geocode_file(index, tmp_path / "in.csv.gz", tmp_path / "o.csv", engine="dask", progress=False)
+    pq.write_table(pa.table({"lon": [114.0], "lat": [22.5], "tags": [["a"]]}), tmp_path / "in.parquet")
+    with pytest.raises(BatchError, match="write Parquet instead"):
+        geocode_file(index, tmp_path / "in.parquet", tmp_path / "o.csv", progress=False)
+
+
+# --- the management command (index from the test database) --------------------------------------
+
+
+@pytest.mark.django_db
+def test_command_writes_output_and_prints_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gis.locator import get_index
+    from tests.support.factories import point_in
+
+    lon, lat = point_in("4403040010010001")
+    glon, glat = datums.wgs84_to_gcj02(lon, lat)
+    (tmp_path / "in.csv").write_text(f"lon,lat,id\n{glon},{glat},a\n,,b\n", encoding="utf-8")
+    call_command(
+        "geocode_batch",
+        str(tmp_path / "in.csv"),
+        str(tmp_path / "out.csv"),
+        "--crs",
+        "gcj02",
+        "--no-progress",
+    )
+    printed = capsys.readouterr().out
+    assert "rows: 2" in printed and "bad lon/lat: 1" in printed and "row 2: lon is missing" in printed
+    assert "points/s" in printed
+    out = read_csv_as_text(tmp_path / "out.csv")
+    assert out["grid_code"].to_pylist() == ["4403040010010001", ""]
+    assert get_index().geocode(lon, lat)["grid"]["code"] == "4403040010010001"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.csv", "out.csv"], "input file not found"),
+        (["in.csv", "out.csv", "--lon-column", "x"], "no column 'x'; the columns are: lon, lat, id"),
+        (["in.csv", "out.csv", "--crs", "mars"], "unknown crs 'mars'"),
+        (["in.csv", "out.json"], "unknown file extension"),
+    ],
+)
+def test_command_bad_input_is_a_command_error(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "in.csv").write_text("lon,lat,id\n114,22.5,a\n", encoding="utf-8")
+    paths = [str(tmp_path / a) if i < 2 else a for i, a in enumerate(args)]
+    with pytest.raises(CommandError, match=message) as caught:
+        call_command("geocode_batch", *paths, "--no-progress")
+    assert "\n" not in str(caught.value)
