@@ -55,7 +55,8 @@ class StreamClient:
         status, body = api(base, "POST", "/api/v1/ws-tickets/", token=token)
         assert status == 201, body
         ws_url = base.replace("http://", "ws://") + "/ws/stream/"
-        self.ws: ClientConnection = connect(ws_url, open_timeout=10, max_size=2**22)
+        self._connect = connect(ws_url, open_timeout=10, max_size=2**22)
+        self.ws: ClientConnection = self._connect.__enter__()
         self.ws.send(json.dumps({"type": "auth", "ticket": body["ticket"]}))
         self.welcome = self.recv_type("welcome")
         self.events: list[dict[str, Any]] = []
