@@ -165,6 +165,8 @@ def _configure() -> None:
         os.environ.pop("REDIS_URL", None)
         return
     os.environ["DATABASE_URL"] = _choose("TEST_DATABASE_URL", DEFAULT_PG, _pg_ok, _start_postgres)
+    # One test database per run, so that concurrent runs on one machine do not drop each other's.
+    os.environ.setdefault("DATABASE_TEST_NAME", f"test_yjld_{os.getpid()}")
     os.environ["REDIS_URL"] = _choose("TEST_REDIS_URL", DEFAULT_REDIS, _redis_ok, _start_redis)
 
 

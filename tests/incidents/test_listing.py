@@ -11,7 +11,7 @@ from tests.support.factories import first_grid_of, report
 pytestmark = [pytest.mark.django_db]
 
 
-def _ids(response) -> list[int]:  # type: ignore[no-untyped-def]
+def _ids(response) -> list[int]:
     assert response.status_code == 200, response.content
     return [row["id"] for row in response.json()["results"]]
 
