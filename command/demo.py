@@ -71,6 +71,9 @@ CATEGORIES: list[tuple[str, str, str, bool]] = [
     ("UM05", "路灯损坏", Family.URBAN_MANAGEMENT, False),
 ]
 
+# Emergencies that skip the queue: registered (and, being auto-dispatching, dispatched) on intake.
+REGISTER_ON_INTAKE = {"AC02", "AC03", "AC04"}
+
 # (position, name, category code or None, lead kind, assisting kinds); the last row is the default.
 RULES: list[tuple[int, str, str | None, str, list[str]]] = [
     (10, "火灾：消防主办，公安、急救协办", "AC01", "fire", ["police", "medical"]),
@@ -177,6 +180,7 @@ def _load_grades_and_categories() -> None:
                 "family": family,
                 "parent": parent,
                 "auto_dispatch": auto,
+                "register_on_intake": code in REGISTER_ON_INTAKE,
                 "position": position,
             },
         )

@@ -33,6 +33,14 @@ class Category(models.Model):
         related_name="children",
     )
     auto_dispatch = models.BooleanField(_("dispatch automatically on registration"), default=False)
+    register_on_intake = models.BooleanField(
+        _("accept and register on intake"),
+        default=False,
+        help_text=_(
+            "For emergencies (fire, traffic accidents): skip the queue; with automatic dispatch the "
+            "orders go out as the report arrives."
+        ),
+    )
     active = models.BooleanField(_("active"), default=True)
     position = models.PositiveIntegerField(_("position"), default=0)
 

@@ -198,6 +198,8 @@ def report_submit(
                 data={"report_id": report.pk, "photos": len(photos), "possible_duplicates": duplicates},
                 event="incident.created",
             )
+            if category.register_on_intake:
+                _register_on_intake(incident, source=source)
     except IntegrityError:
         for name in saved:
             default_storage.delete(name)
@@ -212,6 +214,23 @@ def report_submit(
             default_storage.delete(name)
         raise
     return IntakeResult(incident, report, created=True, duplicates=duplicates)
+
+
+def _register_on_intake(incident: Incident, *, source: str) -> None:
+    """Accept and register an emergency as it arrives (its category says so), then run the hooks."""
+    for action, target in (("accept", Status.ACCEPTED), ("register", Status.REGISTERED)):
+        if action == "register" and incident.grade is None:
+            incident.grade = Grade.objects.filter(code="IV").first()
+        _transition(
+            incident,
+            to_status=target,
+            actor=None,
+            action=action,
+            source=Source.SYSTEM,
+            reason="registered on intake by category rule",
+        )
+        for hook in AFTER_ACTION_HOOKS:
+            hook(incident=incident, action=action, actor=None, source=Source.SYSTEM)
 
 
 def _next_code(district_code: str, now: datetime) -> str:

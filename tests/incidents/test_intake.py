@@ -220,3 +220,26 @@ def test_nearby_earlier_incident_of_the_same_family_is_a_possible_duplicate(clie
     assert first.json()["id"] not in other_family.json()["possible_duplicates"]
     record = IncidentLogRecord.objects.get(incident_id=second.json()["id"], action="report")
     assert first.json()["id"] in record.data["possible_duplicates"]
+
+
+def test_emergency_category_is_registered_and_dispatched_on_intake(client_for):
+    # Traffic accidents are registered on intake (category data): orders go out with the report.
+    grid = first_grid_of("grid01")
+    response = client_for("grid01").post(
+        "/api/v1/reports/",
+        _body(grid, category="AC02", description="两车相撞，有人受伤"),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "dispatched"
+    actions = [t["action"] for t in body["timeline"]]
+    assert actions[:4] == ["report", "accept", "register", "dispatch"]
+    assert all(t["source"] == "system" for t in body["timeline"][1:4])
+    from command.models import DispatchOrder
+
+    kinds = set(
+        DispatchOrder.objects.filter(incident_id=body["id"]).values_list("department__kind", flat=True)
+    )
+    assert kinds == {"police", "medical", "transport"}
