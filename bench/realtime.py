@@ -1,0 +1,349 @@
+"""Realtime benchmark: report → order.created latency, warning fan-out, idle memory per socket.
+
+Run: `.venv/bin/python -m bench.realtime [--others 1000] [--fanout 1000,5000] [--samples 200]`.
+
+It builds its own world — a PostgreSQL database `bench_realtime` (dropped and re-created), a
+throwaway redis-server, the demo city, two daphne processes of the product and one of a bare
+Channels app — and prints each figure beside the baselines measured in the same run:
+  * a bare `group_send` to one websocket client (the floor of any Channels delivery);
+  * channels' naive fan-out: one `group_send` per connection, to N connections.
+Clients are real websocket clients (the `websockets` library) in this process. Nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+DAPHNE = str(Path(sys.executable).with_name("daphne"))
+DB_NAME = "bench_realtime"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class World:
+    """The services, processes and data one run needs."""
+
+    def __init__(self) -> None:
+        self.redis_port = free_port()
+        self.env = dict(os.environ)
+        self.env.update({
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "BACKGROUND_IN_PROCESS": "0",
+            "LOG_LEVEL": "WARNING",
+            "WS_RATE_BURST": "1000",
+        })
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        self.processes.append(subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+        for args in (["migrate", "-v0"], ["demo_city", "--quiet-logins"]):
+            subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
+        os.environ.update({k: self.env[k] for k in ("DATABASE_URL", "REDIS_URL", "BACKGROUND_IN_PROCESS")})
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+        import django
+
+        django.setup()
+
+    def daphne(self, app: str = "config.asgi:application") -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        process = subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port), app], cwd=ROOT, env=self.env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        return url, process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def tickets(usernames: list[str]) -> list[str]:
+    """One websocket ticket per entry (straight through the product's service)."""
+    from command.models import User
+    from realtime.feeds import ticket_issue
+
+    users = {u.username: u for u in User.objects.filter(username__in=set(usernames))}
+    return [ticket_issue(users[name]) for name in usernames]
+
+
+def bench_users(n: int) -> list[str]:
+    """n grid-worker users with no grids (they receive only what is sent to them by name)."""
+    from django.contrib.auth.hashers import make_password
+
+    from command.models import User
+
+    existing = User.objects.filter(username__startswith="bench").count()
+    if existing < n:
+        password = make_password(None)
+        User.objects.bulk_create([User(username=f"bench{i:05d}", role="grid_worker", password=password)
+                                  for i in range(existing, n)])
+    return [f"bench{i:05d}" for i in range(n)]
+
+
+class Client:
+    """An asyncio websocket client of /ws/stream/ that timestamps the events it receives."""
+
+    def __init__(self, base: str, ticket: str) -> None:
+        self.url = base.replace("http://", "ws://") + "/ws/stream/"
+        self.ticket = ticket
+        self.arrivals: dict[str, float] = {}
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self, watch: Any) -> None:
+        from websockets.asyncio.client import connect
+
+        async with connect(self.url, max_size=2**22, open_timeout=60, ping_interval=None) as ws:
+            await ws.send(json.dumps({"type": "auth", "ticket": self.ticket}))
+            welcome = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "hello", "resume_from": welcome["head"]}))
+            self.ready.set()
+            async for raw in ws:
+                now = time.perf_counter()
+                message = json.loads(raw)
+                if message.get("type") == "event":
+                    key = watch(message)
+                    if key is not None:
+                        self.arrivals[key] = now
+                    await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+
+
+async def open_clients(base: str, ticket_list: list[str], watch: Any, batch: int = 200) -> list[Client]:
+    clients = []
+    for start in range(0, len(ticket_list), batch):
+        chunk = [Client(base, t) for t in ticket_list[start:start + batch]]
+        for client in chunk:
+            client.task = asyncio.ensure_future(client.run(watch))
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in chunk)), 120)
+        clients += chunk
+    return clients
+
+
+async def close_clients(clients: list[Client]) -> None:
+    for client in clients:
+        if client.task:
+            client.task.cancel()
+    await asyncio.gather(*(c.task for c in clients if c.task), return_exceptions=True)
+
+
+def post_report(base: str, token: str, lon: float, lat: float) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"category": "AC02", "description": "两车相撞", "lon": lon, "lat": lat}).encode()
+    request = urllib.request.Request(base + "/api/v1/reports/", data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Idempotency-Key", uuid.uuid4().hex)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+async def intake_latency(world: World, a: str, b: str, others: int, samples: int) -> list[float]:
+    """POST a traffic accident on A → order.created at the lead police client on B, with `others` idle."""
+    from asgiref.sync import sync_to_async
+    from rest_framework.authtoken.models import Token
+
+    from command.demo import DISTRICT_SLUGS
+    from command.models import User
+    from tests.support.factories import point_in
+
+    grid = User.objects.get(username="grid01").grids.order_by("code").values_list("code", flat=True)[0]
+    lon, lat = point_in(grid)
+    police = f"police_{DISTRICT_SLUGS[grid[:6]]}"
+    token = Token.objects.get_or_create(user=User.objects.get(username="grid01"))[0].key
+    idle_names = bench_users(others)
+    idle = await open_clients(b, await sync_to_async(tickets)(idle_names[: others // 2]), lambda m: None)
+    idle += await open_clients(a, await sync_to_async(tickets)(idle_names[others // 2:]), lambda m: None)
+    lead = (await open_clients(b, await sync_to_async(tickets)([police]),
+                               lambda m: str(m["data"]["incident_id"]) if m["event"] == "order.created"
+                               and m["data"]["role"] == "lead" else None))[0]
+    latencies = []
+    loop = asyncio.get_running_loop()
+    for _ in range(samples):
+        sent = time.perf_counter()
+        status, body = await loop.run_in_executor(None, post_report, a, token, lon, lat)
+        assert status == 201, body
+        key = str(body["id"])
+        deadline = time.perf_counter() + 10
+        while key not in lead.arrivals and time.perf_counter() < deadline:
+            await asyncio.sleep(0.0005)
+        latencies.append((lead.arrivals.get(key, float("inf")) - sent) * 1000)
+    await close_clients(idle + [lead])
+    return latencies
+
+
+async def warning_fanout(a: str, b: str, n: int) -> tuple[float, float, float]:
+    """Publish one warning to n users with one socket each (split over A and B): write ms, last arrival ms."""
+    from asgiref.sync import sync_to_async
+    from django.db import transaction
+
+    from command.models import User
+    from realtime.publish import publish
+
+    names = bench_users(n)
+    ticket_list = await sync_to_async(tickets)(names)
+    marker = uuid.uuid4().hex
+    watch = (lambda m: marker if m["event"] == "warning.issued" and m["data"]["headline"] == marker else None)
+    clients = await open_clients(a, ticket_list[: n // 2], watch) + await open_clients(b, ticket_list[n // 2:], watch)
+    ids = list(User.objects.filter(username__in=names).values_list("pk", flat=True))
+    await asyncio.sleep(1)
+
+    def issue() -> tuple[float, float]:
+        started = time.perf_counter()
+        with transaction.atomic():
+            publish(name="warning.issued", recipients=ids,
+                    data={"id": 1, "level": "orange", "type": "暴雨", "headline": marker, "status": "issued"})
+            written = time.perf_counter()
+        return started, written
+
+    started, written = await sync_to_async(issue)()
+    deadline = time.perf_counter() + 30
+    while sum(1 for c in clients if marker in c.arrivals) < n and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+    arrivals = [c.arrivals.get(marker, float("inf")) for c in clients]
+    got = sum(1 for x in arrivals if x != float("inf"))
+    await close_clients(clients)
+    return (written - started) * 1000, (max(arrivals) - written) * 1000, got
+
+
+async def bare_baselines(bare: str, n_fanout: int, samples: int) -> tuple[list[float], float]:
+    """Bare group_send to one client (latency), and naive per-connection fan-out to n (last arrival)."""
+    from channels.layers import get_channel_layer
+    from websockets.asyncio.client import connect
+
+    layer = get_channel_layer()
+    assert layer is not None
+    url = bare.replace("http://", "ws://")
+    one = await connect(f"{url}/bare/0/")
+    await asyncio.sleep(0.5)
+    latencies = []
+    for i in range(samples):
+        sent = time.perf_counter()
+        await layer.group_send("bare.0", {"type": "bare.message", "body": {"i": i}})
+        await one.recv()
+        latencies.append((time.perf_counter() - sent) * 1000)
+    await one.close()
+    sockets = []
+    for i in range(1, n_fanout + 1):
+        sockets.append(await connect(f"{url}/bare/{i}/"))
+    await asyncio.sleep(1)
+    started = time.perf_counter()
+    for i in range(1, n_fanout + 1):
+        await layer.group_send(f"bare.{i}", {"type": "bare.message", "body": {"x": 1}})
+    await asyncio.gather(*(s.recv() for s in sockets))
+    last = (time.perf_counter() - started) * 1000
+    await asyncio.gather(*(s.close() for s in sockets))
+    return latencies, last
+
+
+async def idle_memory(a: str, pid: int, n: int) -> float:
+    """RSS growth of one daphne process per idle connection, in KB."""
+    from asgiref.sync import sync_to_async
+
+    names = bench_users(n)
+    before = rss_kb(pid)
+    clients = await open_clients(a, await sync_to_async(tickets)(names), lambda m: None)
+    await asyncio.sleep(2)
+    after = rss_kb(pid)
+    await close_clients(clients)
+    return (after - before) / n
+
+
+def line(label: str, value: str, target: str = "", ratio: str = "") -> None:
+    print(f"{label:<62} {value:>18}  {target:<16} {ratio}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    world = World()
+    world.start()
+    try:
+        a, _ = world.daphne()
+        b, pid_b = world.daphne()
+        bare, _ = world.daphne("bench.bare_asgi:application")
+        fanouts = [int(x) for x in args.fanout.split(",") if x]
+        print(f"bench/realtime.py — {os.cpu_count()} cores; 2 product daphne processes + 1 bare; PostgreSQL; Redis")
+        base_lat, naive = await bare_baselines(bare, max(fanouts), args.samples)
+        base_p50 = statistics.median(base_lat)
+        line("baseline: bare group_send → 1 client, p50", f"{base_p50:.2f} ms")
+        line("baseline: bare group_send → 1 client, p99", f"{pct(base_lat, 99):.2f} ms")
+        line(f"baseline: naive group_send per connection → {max(fanouts)} clients, last", f"{naive:.0f} ms")
+        lat = await intake_latency(world, a, b, args.others, args.samples)
+        p50, p99 = statistics.median(lat), pct(lat, 99)
+        line(f"POST report → order.created at lead client ({args.others} others), p50", f"{p50:.1f} ms",
+             "target ≤ 15 ms", f"{p50 / base_p50:.1f}× bare")
+        line(f"POST report → order.created at lead client ({args.others} others), p99", f"{p99:.1f} ms",
+             "target ≤ 60 ms", f"{p99 / pct(base_lat, 99):.1f}× bare")
+        for n in fanouts:
+            write_ms, last_ms, got = await warning_fanout(a, b, n)
+            target = "≤ 250 ms" if n <= 1000 else "≤ 1000 ms"
+            line(f"warning to {n} clients: feed rows written (one transaction)", f"{write_ms:.0f} ms")
+            line(f"warning to {n} clients: commit → last client has it ({got}/{n})", f"{last_ms:.0f} ms",
+                 f"target {target}", f"{last_ms / naive:.2f}× naive({max(fanouts)})" if n == max(fanouts) else "")
+        per_socket = await idle_memory(b, pid_b.pid, args.idle)
+        line(f"idle sockets held by one daphne process ({args.idle}): RSS per socket", f"{per_socket:.1f} KB",
+             "target ≤ 40 KB")
+    finally:
+        world.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--others", type=int, default=1000)
+    parser.add_argument("--fanout", default="1000,5000")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--idle", type=int, default=5000)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
