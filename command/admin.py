@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 
+from command import admin_warnings  # noqa: F401  (registers the warning tables)
 from command.models import Department, LinkageRule, User
 
 

@@ -199,6 +199,7 @@ class WarningListView(APIView):
         ],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT)},
         summary="List warnings",
+        operation_id="warnings_list",
     )
     def get(self, request: Request) -> Response:
         queryset = warnings_visible_to(request.user)

@@ -57,3 +57,8 @@ def register() -> None:
         register_action(f"order.{action}", _order_action(action))
     register_ack_hook(orders_delivered_on_ack)
     register_tick("order_escalation", orders_tick)
+    from command.warnings import auto_warnings_tick, warnings_delivered_on_ack, warnings_tick
+
+    register_ack_hook(warnings_delivered_on_ack)
+    register_tick("warning_expiry", warnings_tick)
+    register_tick("automatic_warnings", auto_warnings_tick)

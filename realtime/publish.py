@@ -36,10 +36,36 @@ def publish(*, name: str, data: dict[str, Any], recipients: Iterable[int]) -> in
     if not user_ids:
         return None
     event = Event.objects.create(name=name, version=shape.version, at=timezone.now(), data=data)
-    sequences = _next_sequences(user_ids)
-    FeedEntry.objects.bulk_create([FeedEntry(user_id=u, seq=s, event=event) for u, s in sequences.items()])
+    if connection.vendor == "postgresql":
+        _fan_out_postgresql(event.pk, user_ids)
+    else:
+        sequences = _next_sequences(user_ids)
+        FeedEntry.objects.bulk_create(
+            [FeedEntry(user_id=u, seq=s, event=event) for u, s in sequences.items()]
+        )
     transaction.on_commit(partial(push_event, event.pk))
     return event.pk
+
+
+def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> None:
+    """Feed heads, sequence numbers and feed entries for every recipient in three set-based statements."""
+    feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {feed} (user_id, last_seq, acked_seq) SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u "
+            "ON CONFLICT (user_id) DO NOTHING",
+            [user_ids],
+        )
+        # Lock the heads in one fixed order so concurrent fan-outs to overlapping users cannot deadlock.
+        cursor.execute(
+            f"SELECT 1 FROM {feed} WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE", [user_ids]
+        )
+        cursor.execute(
+            f"WITH heads AS (UPDATE {feed} SET last_seq = last_seq + 1 WHERE user_id = ANY(%s) "
+            "RETURNING user_id, last_seq) "
+            f"INSERT INTO {entry} (user_id, seq, event_id) SELECT user_id, last_seq, %s FROM heads",
+            [user_ids, event_id],
+        )
 
 
 def _next_sequences(user_ids: list[int]) -> dict[int, int]:

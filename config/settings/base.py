@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "incidents",
     "command",
     "realtime",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +198,9 @@ PRESENCE_TIMEOUT_S = env_float("PRESENCE_TIMEOUT_S", 60)
 # The embedded default runs the background loop inside daphne; production runs `manage.py worker`.
 BACKGROUND_IN_PROCESS = env_bool("BACKGROUND_IN_PROCESS", not REDIS_URL)
 
+# Warnings: the issuing organisation's code in CAP identifiers (GB/T 35965.1 style); set per site.
+WARNING_ISSUER_CODE = os.environ.get("WARNING_ISSUER_CODE", "44030000000000")
+
 DEMO_PASSWORD = "demo-pass-2026"
 
 LOGGING = {
@@ -207,3 +211,97 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+
+# --- Security (issue 9) ---
+# Everything below is the security configuration (docs/security.md); production tunes it by environment.
+
+
+def env_int(name: str, default: int) -> int:
+    """Read an integer environment variable."""
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "config.security.SecurityHeadersMiddleware"
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("config.security.SecurityHeadersMiddleware") + 1, "config.security.RequestLimitsMiddleware"
+)
+
+# Rate limits and lockout are counted in the cache, which must be shared by every process: Redis when
+# REDIS_URL is set. Short socket timeouts, because the limits fail open when Redis is down.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "yjld"),
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# REST: expiring bearer tokens, throttles, and JSON output with personal numbers masked.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "command.tokens.ExpiringBearerTokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.security.ApiThrottle"]
+REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["config.security.RedactingJSONRenderer"]
+SECURITY_RATES = {
+    # per username and address, and per address, on the token login and the login forms
+    "login": os.environ.get("RATE_LOGIN", "10/min"),
+    "login_ip": os.environ.get("RATE_LOGIN_IP", "120/min"),
+    # per user on POST /api/v1/reports/
+    "report": os.environ.get("RATE_REPORT", "60/min"),
+    # per address on routes open without authentication (token login, schema, docs)
+    "anon": os.environ.get("RATE_ANON", "120/min"),
+    # per user on the audited reveal of personal data
+    "reveal": os.environ.get("RATE_REVEAL", "60/hour"),
+}
+# How many reverse proxies in front of daphne append to X-Forwarded-For (0: trust REMOTE_ADDR only).
+SECURITY_TRUSTED_PROXIES = env_int("SECURITY_TRUSTED_PROXIES", 0)
+LOGIN_FORM_PATHS = ("/login/", "/admin/login/")
+
+# Lockout: this many failed sign-ins of one username from one address within the window lock that pair.
+AUTHENTICATION_BACKENDS = ["command.tokens.LockoutModelBackend"]
+LOCKOUT_FAILURES = env_int("LOCKOUT_FAILURES", 5)
+LOCKOUT_WINDOW_S = env_int("LOCKOUT_WINDOW_S", 15 * 60)
+LOCKOUT_S = env_int("LOCKOUT_S", 15 * 60)
+
+# Sessions (pages) and bearer tokens (phones, integrations) expire.
+TOKEN_TTL_S = env_int("TOKEN_TTL_S", 24 * 3600)
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# Behind TLS (HTTPS=true): secure cookies, HSTS, and optionally the redirect and the proxy's scheme header.
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Request bodies: JSON and forms, and multipart uploads (every photo of a report at its largest).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 5 * 1024 * 1024)
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", PHOTO_MAX_COUNT * PHOTO_MAX_BYTES + 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BYTES
+
+# Log lines never carry personal numbers in clear.
+LOGGING["filters"] = {"redact": {"()": "config.security.RedactingLogFilter"}}
+LOGGING["handlers"]["console"]["filters"] = ["redact"]
+
+# The audit chain's anchors, filed per database; the background loop writes one a day.
+AUDIT_ANCHOR_DIR = Path(os.environ.get("AUDIT_ANCHOR_DIR") or VAR_DIR / "audit-anchors")
+AUDIT_ANCHOR_DAILY = env_bool("AUDIT_ANCHOR_DAILY", True)

@@ -50,6 +50,7 @@ def receipts(warning_id: int) -> set[int]:
 # ------------------------------------------------------------------------------------ the round trip
 
 
+@pytest.mark.embedded
 def test_round_trip_import_issue_update_cancel_export(client_for, time_machine):
     time_machine.move_to("2026-06-12T09:35:00+08:00")
     operator, commander = client_for("operator"), client_for("commander")
@@ -100,7 +101,9 @@ def test_round_trip_import_issue_update_cancel_export(client_for, time_machine):
     assert applied.status_code == 200, applied.content
     updated = applied.json()["warning"]
     assert updated["status"] == "updated" and updated["level"] == "red" and updated["version"] == 2
-    assert len(updated["area"]["spec"]["circles"]) == 1 and "440303" in updated["area"]["summary"]["districts"]
+    assert (
+        len(updated["area"]["spec"]["circles"]) == 1 and "440303" in updated["area"]["summary"]["districts"]
+    )
     after = receipts(warning["id"])
     assert before < after, "the update reaches everyone again and Luohu's recipients too"
     xml = operator.get(f"/api/v1/warnings/{warning['id']}/cap/").content
@@ -151,10 +154,14 @@ def test_exported_warning_imports_back_to_the_same_warning_content(time_machine)
 
 def test_geocode_only_area_becomes_the_named_district(client_for, time_machine):
     time_machine.move_to("2026-06-13T08:05:00+08:00")
-    response = post_cap(client_for("operator"), sample("yantian_geohazard_geocode_alert.xml"), "application/cap+xml")
+    response = post_cap(
+        client_for("operator"), sample("yantian_geohazard_geocode_alert.xml"), "application/cap+xml"
+    )
     assert response.status_code == 201, response.content
     warning = response.json()["warning"]
-    assert warning["level"] == "blue" and warning["area"]["spec"]["units"] == [{"layer": "district", "code": "440308"}]
+    assert warning["level"] == "blue" and warning["area"]["spec"]["units"] == [
+        {"layer": "district", "code": "440308"}
+    ]
     assert warning["area"]["summary"]["districts"] == ["440308"]
 
 
@@ -213,8 +220,16 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
             "info[0].area[0].polygon[0]",
             "latitude first",
         ),
-        (_with(ORANGE, POLYGON, b"22.52,113.93 22.52,114.06 22.59,114.06"), "info[0].area[0].polygon[0]", "at least 4"),
-        (_with(ORANGE, POLYGON, b"22.52,113.93 22.52,114.06 22.59,114.06 22.59,113.93"), "info[0].area[0].polygon[0]", "closed"),
+        (
+            _with(ORANGE, POLYGON, b"22.52,113.93 22.52,114.06 22.59,114.06"),
+            "info[0].area[0].polygon[0]",
+            "at least 4",
+        ),
+        (
+            _with(ORANGE, POLYGON, b"22.52,113.93 22.52,114.06 22.59,114.06 22.59,113.93"),
+            "info[0].area[0].polygon[0]",
+            "closed",
+        ),
         (
             _with(ORANGE, POLYGON, b"50.0,10.0 50.0,10.1 50.1,10.1 50.0,10.0"),
             "area",
@@ -263,7 +278,9 @@ def test_bad_messages_get_a_400_naming_the_problem(client_for, time_machine, dat
     error = response.json()["error"]
     assert error["field"] == field and words in error["detail"], error
     assert EarlyWarning.objects.count() == before
-    assert not WarningCapMessage.objects.filter(direction="in", xml__contains="44030041600000_2026061209").exists()
+    assert not WarningCapMessage.objects.filter(
+        direction="in", xml__contains="44030041600000_2026061209"
+    ).exists()
 
 
 def test_oversized_messages_and_areas_are_refused(client_for, settings, time_machine):
@@ -283,7 +300,12 @@ def test_oversized_messages_and_areas_are_refused(client_for, settings, time_mac
     assert response.json()["error"]["field"] == "area"
     json_body = api.post("/api/v1/warnings/cap/", {"xml": "<alert/>"}, format="json")
     assert json_body.status_code == 415
-    assert client_for("grid01").post("/api/v1/warnings/cap/", data=b"<x/>", content_type="application/xml").status_code == 403
+    assert (
+        client_for("grid01")
+        .post("/api/v1/warnings/cap/", data=b"<x/>", content_type="application/xml")
+        .status_code
+        == 403
+    )
 
 
 def test_export_of_a_draft_is_refused(client_for, time_machine):
@@ -324,7 +346,9 @@ def test_level_table_is_configurable_and_checked(settings):
         cap.level_map()
     settings.CAP_LEVEL_MAP = {
         "import": [{"level": "blue"}],
-        "export": {level: {"severity": "Minor", "urgency": "Future", "certainty": "Possible"} for level in cap.LEVELS},
+        "export": {
+            level: {"severity": "Minor", "urgency": "Future", "certainty": "Possible"} for level in cap.LEVELS
+        },
     }
     with pytest.raises(ImproperlyConfigured, match="would import as another level"):
         cap.level_map()
@@ -348,7 +372,10 @@ def test_polygon_and_circle_conversion():
     assert ring[0] == (114.0, 22.5) and ring[2] == (114.1, 22.6)
     assert cap.parse_circle("22.56,114.07 2.5", "c") == (114.07, 22.56, 2500.0)
     assert cap.format_circle(114.07, 22.56, 2500.0) == "22.5600000,114.0700000 2.500"
-    assert cap.format_polygon([(114.0, 22.5), (114.1, 22.5), (114.1, 22.6)]).split()[-1] == "22.5000000,114.0000000"
+    assert (
+        cap.format_polygon([(114.0, 22.5), (114.1, 22.5), (114.1, 22.6)]).split()[-1]
+        == "22.5000000,114.0000000"
+    )
     for bad, words in [("22.56,114.07", "radius"), ("22.56,114.07 0", "positive"), ("95,114 1", "latitude")]:
         with pytest.raises(cap.CapError, match=words):
             cap.parse_circle(bad, "c")
@@ -360,7 +387,9 @@ def test_polygon_and_circle_conversion():
 def test_cap_import_and_export_commands(tmp_path, time_machine):
     time_machine.move_to("2026-08-01T06:10:00+08:00")
     out = io.StringIO()
-    call_command("cap_import", str(SAMPLES / "guangdong_typhoon_circle_alert.xml"), "--user", "operator", stdout=out)
+    call_command(
+        "cap_import", str(SAMPLES / "guangdong_typhoon_circle_alert.xml"), "--user", "operator", stdout=out
+    )
     assert '"created": true' in out.getvalue()
     warning = EarlyWarning.objects.get(type="台风")
     with pytest.raises(CommandError, match="only issued"):

@@ -11,7 +11,6 @@ import geopandas as gpd
 import pytest
 import shapely
 from django.test import Client
-from django.urls import path
 from django.utils import timezone
 
 from command.cap import issuer_code
@@ -196,6 +195,7 @@ def test_create_accepts_gcj02_and_named_units(client_for):
 # ------------------------------------------------------------------------ recipients, the key check
 
 
+@pytest.mark.embedded
 def test_issue_reaches_exactly_the_recipients_of_an_independent_overlay(client_for):
     api = client_for("operator")
     draft = api.post("/api/v1/warnings/", payload("blue"), format="json").json()
@@ -219,12 +219,15 @@ def test_issue_reaches_exactly_the_recipients_of_an_independent_overlay(client_f
     assert identifier is not None and identifier.endswith(("_0", "_1", "_2"))
     log = WarningLogRecord.objects.filter(warning=warning, action="issue").get()
     assert log.actor == user("operator") and log.actor_role == "operator" and log.source == "api"
-    assert log.from_status == "draft" and log.to_status == "issued" and log.data["recipients"] == len(expected)
+    assert (
+        log.from_status == "draft" and log.to_status == "issued" and log.data["recipients"] == len(expected)
+    )
 
 
 def test_named_district_reaches_its_departments_and_not_others():
     warning = warning_create(
-        actor=user("operator"), payload=payload("yellow", area={"units": [{"layer": "district", "code": "440308"}]})
+        actor=user("operator"),
+        payload=payload("yellow", area={"units": [{"layer": "district", "code": "440308"}]}),
     )
     warning_issue(warning_id=warning.pk, actor=user("operator"))
     got = set(User.objects.filter(pk__in=receipt_users(warning)).values_list("username", flat=True))
@@ -270,6 +273,7 @@ def test_orange_needs_a_commander_who_did_not_draft_it(client_for):
 # ------------------------------------------------------------------------------- update, cancel
 
 
+@pytest.mark.embedded
 def test_update_reaches_the_same_recipients_and_the_newly_covered():
     operator = user("operator")
     lon, lat = point_in(first_grid_of("grid01"))
@@ -380,7 +384,9 @@ def test_expiry_tick_expires_once():
     log = WarningLogRecord.objects.get(warning=warning, action="expire")
     assert log.source == "system" and log.actor is None and log.from_status == "issued"
     event = Event.objects.filter(name="warning.updated", data__id=warning.pk, data__action="expire").get()
-    assert set(FeedEntry.objects.filter(event=event).values_list("user_id", flat=True)) == receipt_users(warning)
+    assert set(FeedEntry.objects.filter(event=event).values_list("user_id", flat=True)) == receipt_users(
+        warning
+    )
 
 
 def test_identifiers_in_the_same_second_take_the_next_serial(time_machine):
@@ -434,7 +440,9 @@ def test_cluster_rule_drafts_one_warning_per_cluster_and_alerts_the_centre():
     centre = set(User.objects.filter(role__in=["operator", "commander"]).values_list("pk", flat=True))
     assert event_recipients(warning, "warning.updated") == centre
     log = WarningLogRecord.objects.get(warning=warning)
-    assert log.action == "auto_draft" and log.source == "system" and log.data["incidents"] == firing.incident_ids
+    assert (
+        log.action == "auto_draft" and log.source == "system" and log.data["incidents"] == firing.incident_ids
+    )
     # One more incident is not a new cluster; three fresh ones are.
     _report_in_block(block)
     assert auto_warnings_tick() == 0
