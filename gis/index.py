@@ -34,10 +34,11 @@ Rules
 How it is fast
 --------------
 Grids and blocks each get a uniform lon/lat raster (~24 cells per polygon). A cell that no edge comes
-near is "pure" and stores its polygon: a point there is answered by one array lookup. Other cells list
-the polygons whose edges touch them; points there get an exact even-odd test (numpy, edges packed in
-rows of 8) whose float signs are trusted only beyond Shewchuk's error bound, anything closer (points on
-or within rounding of an edge) going to GEOS. Boundary distances use each grid's projected edges in the
+near is "pure" and stores its polygon: a point there is answered by one array lookup. A cell crossed by
+a single segment (no vertex) stores which polygon lies on each side: one orientation test. Other cells
+list the polygons whose edges touch them; points there get an even-odd test (numpy, edges packed in
+rows of 8). Float signs are trusted only beyond Shewchuk's error bound; anything closer (points on or
+within rounding of an edge) goes to GEOS. Boundary distances use each grid's projected edges in the
 same row layout. The scalar path does the same float operations as the vectorised one, so `geocode`
 and `geocode_many` agree exactly.
 """
@@ -384,7 +385,8 @@ def _csr(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of a sorted array and the offsets where each one's run starts (plus the end)."""
     first = np.ones(cell.size, dtype=bool)
     np.not_equal(cell[1:], cell[:-1], out=first[1:])
-    return cell[first], np.append(np.flatnonzero(first), cell.size).astype(np.int64)
+    # int32 offsets: the raster holds at most _MAX_CELLS cells of a few marks each.
+    return cell[first], np.append(np.flatnonzero(first), cell.size).astype(np.int32)
 
 
 class _Rows:
@@ -413,7 +415,7 @@ class _Rows:
         col = pos % w
         n_rows = n_polys + int(self.extra_start[-1])
         # One (attributes, rows, 8) block: each attribute is a contiguous (rows, 8) array for the
-        # vectorised gathers, and data[:, row, :n] is one cheap tolist() for the scalar path.
+        # vectorised gathers.
         self.data = np.empty((len(columns), n_rows, w), dtype=np.float64)
         for k, (column, pad) in enumerate(zip(columns, pads, strict=True)):
             self.data[k] = pad
@@ -434,14 +436,6 @@ class _Rows:
             return None
         where, rank = _expand(sel, self.extra_count[polys[sel]])
         return where, self.n_polys + self.extra_start[polys[where]] + rank
-
-    def row_lists(self, poly: int) -> list[list[list[float]]]:
-        """The rows of one polygon as [attribute][edge] Python lists, without padding (scalar path)."""
-        rows = [self.data[:, poly, : self.used.item(poly)].tolist()]
-        if self.any_extra and self.extra_count.item(poly):
-            lo, hi = self.extra_start.item(poly), self.extra_start.item(poly + 1)
-            rows.extend(self.data[:, r, :].tolist() for r in range(self.n_polys + lo, self.n_polys + hi))
-        return rows
 
 
 def _orient_sign(
@@ -501,9 +495,8 @@ class _Raster:
             self.state = np.full(1, -1, dtype=np.int32)
             self.mix_start = np.zeros(1, dtype=np.int64)
             self.mix_poly = np.zeros(0, dtype=np.int32)
-            self.mix_geoms = np.zeros(0, dtype=object)
-            self.simple_edge = self.simple_left = self.simple_right = np.zeros(0, dtype=np.int32)
-            self.seg_ax = self.seg_ay = self.seg_bx = self.seg_by = np.zeros(0)
+            self.simple = np.zeros((0, 3), dtype=np.int32)
+            self.seg = np.zeros((0, 4))
             return
         # Every vertex starts some edge of its closed ring.
         minx, maxx = float(ax.min()), float(ax.max())
@@ -552,12 +545,10 @@ class _Raster:
             extra = (mixed_cells[missing] << 32) | centre[missing].astype(np.int64)
             cell, poly = _group_by_cell(np.concatenate([(cell << 32) | poly.astype(np.int64), extra]))
             self.mix_start = _csr(cell)[1]
-            self.simple_edge[missing] = -1
+            self.simple[missing, 0] = -1
         self.mix_poly = poly
         label[mixed_cells] = -2 - np.arange(mixed_cells.size, dtype=np.int32)
         self.state = label
-        # Candidate geometries laid out like mix_poly, so the scalar path slices instead of gathering.
-        self.mix_geoms = geoms[self.mix_poly]
 
     def _simple_cells(
         self,
@@ -577,12 +568,10 @@ class _Raster:
         """
         ax, ay, bx, by = lonlat
         u1, v1, u2, v2 = cellxy
-        size = np.diff(mark_start)
-        e1 = mark_edge[mark_start[:-1]]
-        e2 = np.where(size == 2, mark_edge[np.minimum(mark_start[:-1] + 1, mark_edge.size - 1)], e1)
-        # Two marks must be one segment seen from both sides (reversed twin edges of two polygons).
-        twin = (ax[e1] == bx[e2]) & (ay[e1] == by[e2]) & (bx[e1] == ax[e2]) & (by[e1] == ay[e2])
-        simple = (size == 1) | ((size == 2) & twin & (owner[e1] != owner[e2]))
+        n_mixed = mixed_cells.size
+        # Per mixed cell: (edge, polygon left of it, polygon right of it), edge -1 when not simple; one
+        # row is one cache line for the scalar path.
+        self.simple = np.full((n_mixed, 3), -1, dtype=np.int32)
         # Marks list the edges entering a cell, not those leaving a vertex inside it: cells within eps
         # of a vertex are never simple.
         fu, fv = np.floor(u1), np.floor(v1)
@@ -595,22 +584,43 @@ class _Raster:
                 cu, cv = fu[near] + i, fv[near] + j
                 ok = (cu >= 0) & (cu < self.nu) & (cv >= 0) & (cv < self.nv)
                 vertex_cell[(cv[ok] * self.nu + cu[ok]).astype(np.int64)] = True
-        simple &= ~vertex_cell[mixed_cells]
-        # Which side the centre is on, in cell units (an orientation-preserving affine map of lon/lat);
-        # centres closer than 1e-6 cell to the line are left out, far beyond any rounding of the labels.
-        cu = (mixed_cells % self.nu).astype(np.float64) + 0.5
-        cv = (mixed_cells // self.nu).astype(np.float64) + 0.5
-        du, dv = u2[e1] - u1[e1], v2[e1] - v1[e1]
-        o = du * (cv - v1[e1]) - dv * (cu - u1[e1])
-        simple &= np.abs(o) > 1e-6 * np.hypot(du, dv)
-        centre = label[mixed_cells]
-        one, two = owner[e1], np.where(size == 2, owner[e2], -1)
-        other = np.where(centre == one, two, np.where(centre == two, one, -2))
-        simple &= (other != -2) & (centre != other)
-        self.simple_edge = np.where(simple, e1, -1).astype(np.int32)
-        self.simple_left = np.where(o > 0, centre, other).astype(np.int32)
-        self.simple_right = np.where(o > 0, other, centre).astype(np.int32)
-        self.seg_ax, self.seg_ay, self.seg_bx, self.seg_by = ax, ay, bx, by
+        size = np.diff(mark_start)
+        todo = np.flatnonzero((size <= 2) & ~vertex_cell[mixed_cells])
+        del vertex_cell
+        # Batches keep the temporaries (a dozen arrays per cell) small.
+        for lo in range(0, todo.size, _BUILD_BATCH * 4):
+            m = todo[lo : lo + _BUILD_BATCH * 4]
+            e1 = mark_edge[mark_start[m]]
+            pair = size[m] == 2
+            e2 = e1.copy()
+            e2[pair] = mark_edge[mark_start[m[pair]] + 1]
+            # Two marks must be one segment seen from both sides (reversed twin edges of two polygons).
+            ok = ~pair | (
+                (ax[e1] == bx[e2])
+                & (ay[e1] == by[e2])
+                & (bx[e1] == ax[e2])
+                & (by[e1] == ay[e2])
+                & (owner[e1] != owner[e2])
+            )
+            m, e1, e2, pair = m[ok], e1[ok], e2[ok], pair[ok]
+            # Which side the centre is on, in cell units (an orientation-preserving affine map of
+            # lon/lat); centres closer than 1e-6 cell to the line are left out, far beyond any rounding
+            # of the labels.
+            cell = mixed_cells[m]
+            cu = (cell % self.nu).astype(np.float64) + 0.5
+            cv = (cell // self.nu).astype(np.float64) + 0.5
+            du, dv = u2[e1] - u1[e1], v2[e1] - v1[e1]
+            o = du * (cv - v1[e1]) - dv * (cu - u1[e1])
+            centre = label[cell]
+            one = owner[e1]
+            two = np.where(pair, owner[e2], -1)
+            other = np.where(centre == one, two, np.where(centre == two, one, -2))
+            ok = (o * o > 1e-12 * (du * du + dv * dv)) & (other != -2) & (centre != other)
+            m, o, centre, other = m[ok], o[ok], centre[ok], other[ok]
+            self.simple[m, 0] = e1[ok]
+            self.simple[m, 1] = np.where(o > 0, centre, other)
+            self.simple[m, 2] = np.where(o > 0, other, centre)
+        self.seg = np.column_stack([ax, ay, bx, by])
 
     def _spans(
         self, u1: np.ndarray, v1: np.ndarray, u2: np.ndarray, v2: np.ndarray, owner: np.ndarray
@@ -793,20 +803,21 @@ class _Raster:
         if s >= -1:
             return int(s)
         m = -2 - s
-        e = self.simple_edge.item(m)
+        e, left, right = self.simple[m].tolist()
         if e >= 0:
             # The same float operations as _orient_sign.
-            ax, ay = self.seg_ax.item(e), self.seg_ay.item(e)
-            m1 = (self.seg_bx.item(e) - ax) * (lat - ay)
-            m2 = (self.seg_by.item(e) - ay) * (lon - ax)
+            ax, ay, bx, by = self.seg[e].tolist()
+            m1 = (bx - ax) * (lat - ay)
+            m2 = (by - ay) * (lon - ax)
             o = m1 - m2
             if not abs(o) <= _ORIENT_EPS * (abs(m1) + abs(m2)):
-                return self.simple_left.item(m) if o > 0 else self.simple_right.item(m)
+                return left if o > 0 else right
         lo, hi = self.mix_start.item(m), self.mix_start.item(m + 1)
-        hits = shapely.intersects_xy(self.mix_geoms[lo:hi], lon, lat).tolist()
+        cands = self.mix_poly[lo:hi]
+        hits = shapely.intersects_xy(self.geoms[cands], lon, lat).tolist()
         if True not in hits:
             return -1
-        return min(p for p, hit in zip(self.mix_poly[lo:hi].tolist(), hits, strict=True) if hit)
+        return min(p for p, hit in zip(cands.tolist(), hits, strict=True) if hit)
 
     def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Vectorised `locate` (int32 polygon indices, -1 for none)."""
@@ -823,14 +834,13 @@ class _Raster:
         mixed = np.flatnonzero(state <= -2)
         if mixed.size:
             m = -2 - state[mixed]
-            edge = self.simple_edge[m]
+            edge = self.simple[m, 0]
             at = np.flatnonzero(edge >= 0)
             if at.size:
-                e, ms, pts = edge[at], m[at], mixed[at]
-                left, doubt = _orient_sign(
-                    self.seg_ax[e], self.seg_ay[e], self.seg_bx[e], self.seg_by[e], lon[pts], lat[pts]
-                )
-                result[pts] = np.where(left, self.simple_left[ms], self.simple_right[ms])
+                ms, pts = m[at], mixed[at]
+                seg = np.take(self.seg, edge[at], axis=0)
+                left, doubt = _orient_sign(seg[:, 0], seg[:, 1], seg[:, 2], seg[:, 3], lon[pts], lat[pts])
+                result[pts] = np.where(left, self.simple[ms, 1], self.simple[ms, 2])
                 if doubt.any():
                     edge[at[doubt]] = -1
                 keep = edge < 0
@@ -915,11 +925,30 @@ class _GridDistances:
             [ax, ay, dx, dy, inv],
             [_PAD_FAR, _PAD_FAR, 0.0, 0.0, 0.0],
         )
+        # The scalar path reads one row: keep it as 5 x 8 contiguous floats (5 adjacent cache lines,
+        # instead of 5 scattered ones in the per-attribute layout the vectorised gathers need).
+        self.flat = np.ascontiguousarray(self.rows.data.transpose(1, 0, 2)).reshape(
+            self.rows.data.shape[1], -1
+        )
+
+    def _scalar_rows(self, poly: int) -> list[list[list[float]]]:
+        """The rows of one grid as [attribute][edge] lists, without padding."""
+        rows = self.rows
+        w = rows.WIDTH
+        n = rows.used.item(poly)
+        flat = self.flat[poly].tolist()
+        out = [[flat[k * w : k * w + n] for k in range(5)]]
+        if rows.any_extra and rows.extra_count.item(poly):
+            lo, hi = rows.extra_start.item(poly), rows.extra_start.item(poly + 1)
+            for r in range(rows.n_polys + lo, rows.n_polys + hi):
+                flat = self.flat[r].tolist()
+                out.append([flat[k * w : (k + 1) * w] for k in range(5)])
+        return out
 
     def distance(self, poly: int, x: float, y: float) -> float:
         """Projected distance from (x, y) to the boundary of one grid (same float ops as `many`)."""
         best = math.inf
-        for ax_r, ay_r, dx_r, dy_r, inv_r in self.rows.row_lists(poly):
+        for ax_r, ay_r, dx_r, dy_r, inv_r in self._scalar_rows(poly):
             for ax, ay, dx, dy, inv in zip(ax_r, ay_r, dx_r, dy_r, inv_r, strict=True):
                 wx = x - ax
                 wy = y - ay

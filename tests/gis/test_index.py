@@ -91,16 +91,28 @@ def lattice_cell(units: list[Unit], i: int, j: int) -> Unit:
     return next(u for u in units if u.layer == "grid" and u.name == f"Grid {i},{j}")
 
 
-def voronoi_city(n_grids: int = 400, seed: int = 3) -> list[Unit]:
-    """Irregular convex grids (clipped Voronoi cells) grouped into communities by seed position."""
+def jagged_outline(n: int = 90, seed: int = 5) -> shapely.Polygon:
+    """A star-shaped, coast-like territory outline inside the Voronoi fixture's box."""
+    rng = np.random.default_rng(seed)
+    angle = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    radius = rng.uniform(0.6, 1.0, n)
+    return shapely.Polygon(
+        np.column_stack([113.96 + 0.06 * radius * np.cos(angle), 22.54 + 0.04 * radius * np.sin(angle)])
+    )
+
+
+def voronoi_city(n_grids: int = 400, seed: int = 3, outline: shapely.Polygon | None = None) -> list[Unit]:
+    """Irregular grids (Voronoi cells clipped to a box or an outline) grouped into communities."""
     rng = np.random.default_rng(seed)
     x0, y0, x1, y1 = 113.90, 22.50, 114.02, 22.58
-    frame = shapely.box(x0, y0, x1, y1)
+    frame = shapely.box(x0, y0, x1, y1) if outline is None else outline
     seeds = np.column_stack([rng.uniform(x0, x1, n_grids), rng.uniform(y0, y1, n_grids)])
     cells = shapely.get_parts(
         shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=frame, ordered=True)
     )
     cells = shapely.intersection(cells, frame)
+    keep = ~shapely.is_empty(cells)
+    cells, seeds = cells[keep], seeds[keep]
     units = [
         Unit("district", "440300", "District", None, frame),
         Unit("street", "440300001", "Street", "440300", frame),
@@ -249,6 +261,42 @@ def test_lattice_batch_single_and_brute_force_agree(
             assert batch["block_code"][i] == blocks[i]
         try:
             assert_same(lattice_index.geocode(x, y), batch, i)
+        except OutsideTerritory:
+            assert batch["grid_code"][i] is None
+
+
+def test_dense_points_match_brute_force(voronoi: list[Unit], voronoi_index: TerritoryIndex) -> None:
+    rng = np.random.default_rng(8)
+    lon = rng.uniform(113.899, 114.021, 30_000)
+    lat = rng.uniform(22.499, 22.581, 30_000)
+    batch = voronoi_index.geocode_many(lon, lat)
+    truth = brute_force(voronoi, "grid", lon, lat)
+    inside = np.array([t is not None for t in truth])
+    assert list(batch["grid_code"][inside]) == [t for t in truth if t is not None]
+    assert not batch["snapped"][inside].any()
+    assert batch["snapped"][~inside].all()  # all within 200 m of the frame
+
+
+def test_jagged_territory_matches_brute_force() -> None:
+    # Concave coast-like outline: many boundary vertices owned by one grid only, some cells split into
+    # MultiPolygons by the clipping.
+    units = voronoi_city(n_grids=300, seed=4, outline=jagged_outline())
+    assert any(isinstance(u.geometry, shapely.MultiPolygon) for u in units if u.layer == "grid")
+    index = TerritoryIndex.from_units(units)
+    rng = np.random.default_rng(12)
+    lon = rng.uniform(113.899, 114.021, 60_000)
+    lat = rng.uniform(22.499, 22.581, 60_000)
+    outline = shapely.get_coordinates(jagged_outline())
+    lon = np.concatenate([lon, (outline[:, 0][:, None] + rng.normal(0, 2e-4, (len(outline), 50))).ravel()])
+    lat = np.concatenate([lat, (outline[:, 1][:, None] + rng.normal(0, 2e-4, (len(outline), 50))).ravel()])
+    batch = index.geocode_many(lon, lat)
+    truth = brute_force(units, "grid", lon, lat)
+    inside = np.array([t is not None for t in truth])
+    assert list(batch["grid_code"][inside]) == [t for t in truth if t is not None]
+    assert not batch["snapped"][inside].any()
+    for i in range(0, lon.size, 101):
+        try:
+            assert_same(index.geocode(float(lon[i]), float(lat[i])), batch, i)
         except OutsideTerritory:
             assert batch["grid_code"][i] is None
 
@@ -455,7 +503,7 @@ def test_snap_tie_goes_to_smallest_code(lattice: list[Unit], lattice_index: Terr
     assert lattice_index.geocode_many(np.array([x]), np.array([y_vertex]))["grid_code"][0] == expected
 
 
-def test_far_away_point_names_nearest_grid(lattice: list[Unit], lattice_index: TerritoryIndex) -> None:
+def test_far_away_point_names_nearest_grid(lattice_index: TerritoryIndex) -> None:
     with pytest.raises(OutsideTerritory) as info:
         lattice_index.geocode(10.0, 50.0)
     assert info.value.nearest_code is not None
@@ -517,7 +565,7 @@ def test_numeric_types_are_accepted(lattice_index: TerritoryIndex) -> None:
     assert integers["grid_code"][0] is None
 
 
-def test_result_shape_and_rounding(lattice: list[Unit], lattice_index: TerritoryIndex) -> None:
+def test_result_shape_and_rounding(lattice_index: TerritoryIndex) -> None:
     result = lattice_index.geocode(114.0123456789, 22.5123456789)
     assert list(result) == [
         "lon",
@@ -553,7 +601,7 @@ def test_result_shape_and_rounding(lattice: list[Unit], lattice_index: Territory
     assert batch["grid_code"].dtype == object
 
 
-def test_points_without_a_block(lattice: list[Unit]) -> None:
+def test_points_without_a_block() -> None:
     units = lattice_city(block_rows=2)  # blocks cover the southern quarter only
     index = TerritoryIndex.from_units(units)
     assert index.geocode(114.011, 22.501)["block"] is not None
