@@ -35,7 +35,7 @@ def free_port() -> int:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def timed(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[float, int]:
@@ -68,9 +68,8 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
         )
-    print(
-        f"bench/geocode_api.py — demo city with {args.grids} grids loaded in {time.perf_counter() - started:.0f} s"
-    )
+    loaded = time.perf_counter() - started
+    print(f"bench/geocode_api.py — demo city with {args.grids} grids loaded in {loaded:.0f} s")
     port = free_port()
     daphne = subprocess.Popen(
         [str(Path(sys.executable).with_name("daphne")), "-p", str(port), "config.asgi:application"],
@@ -119,9 +118,8 @@ def main() -> None:
             f"{'MET' if p99 <= 5 else 'NOT MET'}"
         )
         print(f"  baseline   p50 {b50:6.2f} ms   p99 {b99:6.2f} ms   (same route, 400 before geocoding)")
-        print(
-            f"  ratio      p50 {p50 / b50:.2f}x   p99 {p99 / b99:.2f}x   load average {os.getloadavg()[0]:.1f}"
-        )
+        load = os.getloadavg()[0]
+        print(f"  ratio      p50 {p50 / b50:.2f}x   p99 {p99 / b99:.2f}x   load average {load:.1f}")
     finally:
         daphne.terminate()
         daphne.wait(10)
