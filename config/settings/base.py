@@ -224,10 +224,12 @@ def env_int(name: str, default: int) -> int:
 
 
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "config.security.SecurityHeadersMiddleware"
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "config.security.SecurityHeadersMiddleware",
 )
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("config.security.SecurityHeadersMiddleware") + 1, "config.security.RequestLimitsMiddleware"
+    MIDDLEWARE.index("config.security.SecurityHeadersMiddleware") + 1,
+    "config.security.RequestLimitsMiddleware",
 )
 
 # Rate limits and lockout are counted in the cache, which must be shared by every process: Redis when
@@ -300,7 +302,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BYTES
 
 # Log lines never carry personal numbers in clear.
 LOGGING["filters"] = {"redact": {"()": "config.security.RedactingLogFilter"}}
-LOGGING["handlers"]["console"]["filters"] = ["redact"]
+_log_handlers: dict[str, dict[str, object]] = LOGGING["handlers"]  # type: ignore[assignment]
+_log_handlers["console"]["filters"] = ["redact"]
 
 # The audit chain's anchors, filed per database; the background loop writes one a day.
 AUDIT_ANCHOR_DIR = Path(os.environ.get("AUDIT_ANCHOR_DIR") or VAR_DIR / "audit-anchors")
