@@ -6,7 +6,7 @@ PORT   ?= 8000
 UV_VERSION := 0.13.9
 PYTEST := $(BIN)/python -m pytest -p tests.services_plugin
 
-.PHONY: run test install lint typecheck pytest pytest-embedded lock bench clean
+.PHONY: run test install lint typecheck pytest pytest-embedded lock bench clean browser-deps
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,7 +31,7 @@ run: install
 	@echo "Open http://127.0.0.1:$(PORT)/login/  (health: http://127.0.0.1:$(PORT)/healthz)"
 	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-test: install lint typecheck pytest pytest-embedded
+test: install browser-deps lint typecheck pytest pytest-embedded
 
 lint: install
 	$(BIN)/ruff check .
@@ -57,3 +57,19 @@ bench: install
 
 clean:
 	rm -rf $(VENV) var
+
+# Debian's Chromium for the browser tests (tests/browser/, Playwright with executable_path), plus a
+# small CJK font so the screenshots in docs/ show Chinese text; `playwright install` is never used.
+browser-deps:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="chromium"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
+	if [ -z "$$missing" ]; then echo "browser-deps: chromium and a CJK font are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "browser-deps: installing$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "error: the browser tests need the Debian package(s):$$missing (run: sudo apt-get install$$missing)"; \
+	  exit 1; \
+	fi

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+
+from command.console_views import console_url_for
 
 
 class LoginView(auth_views.LoginView):
@@ -17,5 +19,8 @@ class LoginView(auth_views.LoginView):
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Who is signed in, with their role, unit and the places they can go."""
+    """Send each role to its console; roles without one (admin) see who they are and where to go."""
+    console = console_url_for(request.user)
+    if console is not None:
+        return redirect(console)
     return render(request, "command/home.html", {"person": request.user})
