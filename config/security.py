@@ -209,7 +209,11 @@ def _origin(url: str) -> str:
 
 def content_security_policy(request: HttpRequest, nonce: str) -> str:
     """The CSP of a page: same-origin everything, scripts only from files or with this request's nonce."""
-    host = request.get_host()
+    try:
+        host = request.get_host()
+        sockets = f" ws://{host} wss://{host}"
+    except Exception:  # a Host header ALLOWED_HOSTS refuses: that response is a 400 anyway
+        sockets = ""
     # The one foreign origin a page may load: the configured map tile server (images only).
     tiles = _origin(str(getattr(settings, "MAP_TILE_URL", "") or ""))
     if request.path.startswith(DOCS_PATHS):
@@ -228,7 +232,7 @@ def content_security_policy(request: HttpRequest, nonce: str) -> str:
             f"style-src {styles}",
             f"img-src {images}",
             "font-src 'self'",
-            f"connect-src 'self' ws://{host} wss://{host}",
+            f"connect-src 'self'{sockets}",
             "object-src 'none'",
             "base-uri 'self'",
             "form-action 'self'",

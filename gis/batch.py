@@ -11,13 +11,19 @@ Rows whose lon/lat is missing, not a number or out of range are kept with empty 
 the report with the first few row numbers (1-based, the header not counted); so are points farther than
 the snap tolerance from every grid ("outside").
 
-Engines: ``single`` runs in this process (pyarrow's reader threads parse ahead while numpy geocodes);
-``dask`` splits the input into partitions (byte ranges of a CSV cut at line ends, groups of Parquet row
-groups), runs them as dask tasks on the processes scheduler, each worker process loading the index once
-from a pickle written beside the output, writes one part file per partition and concatenates the parts
-in order. The same task function runs unchanged on a distributed cluster whose workers see the output's
-directory. A CSV partition boundary is a line end, so the dask engine needs CSV files without line
-breaks inside quoted values (as dask's own read_csv does).
+Engines: ``single`` runs in this process: pyarrow parses ahead, numpy geocodes in this thread and a
+writer thread encodes the previous chunk. ``dask`` splits the input into partitions (byte ranges of a
+CSV cut at line ends, groups of Parquet row groups) and runs them as dask tasks on the processes
+scheduler, each worker process loading the index once from a pickle written beside the output; each task
+writes a part file (CSV text, or Arrow IPC for a Parquet output) and the parts are joined in order (CSV
+by copying bytes, Parquet by encoding once). The output has the single engine's rows and values (a CSV,
+byte for byte). The task function takes only paths and small records and returns a report, so the same
+tasks can be submitted to a dask.distributed cluster whose workers see the output's directory. A CSV
+partition boundary is a line end, so the dask engine needs CSV files without line breaks inside quoted
+values (as dask's own read_csv does).
+
+dask-geopandas is not used: the index takes lon/lat arrays, and making a shapely Point per row only to
+take its x and y back would cost about as much as geocoding itself.
 
 The output is written to a hidden temporary file beside it and renamed at the end, so a failed run never
 leaves a truncated file under the requested name.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import itertools
 import math
 import os
@@ -42,7 +49,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -72,14 +78,13 @@ MAX_BAD_EXAMPLES: Final = 10
 # Bytes of CSV text per dask partition: large enough that a task's fixed cost (process hop, part file)
 # is small against its work, small enough that a partition held in memory is modest.
 DEFAULT_PARTITION_BYTES: Final = 32 * 2**20
-# A CSV block of about 64 bytes a row keeps the reader's batches near chunk_rows; pyarrow reads a few
-# blocks ahead, so this also bounds the reader's memory.
-_CSV_BYTES_PER_ROW: Final = 64
-_MIN_CSV_BLOCK: Final = 1 * 2**20
-_MAX_CSV_BLOCK: Final = 16 * 2**20
+# The CSV reader's memory is a few blocks, whatever the file size; larger blocks bought no speed.
+_CSV_BLOCK: Final = 1 * 2**20
 _COPY_BLOCK: Final = 8 * 2**20
+_PARQUET_COMPRESSION: Final = "zstd"
 
-_Kind = Literal["csv", "parquet"]
+# "arrow" (Arrow IPC, uncompressed) is only used for the dask engine's part files.
+_Kind = Literal["csv", "parquet", "arrow"]
 
 
 class BatchError(ValueError):
@@ -92,8 +97,9 @@ class _Format:
     gzip: bool = False
 
     @property
-    def suffix(self) -> str:
-        return ".csv" if self.kind == "csv" else ".parquet"
+    def part_format(self) -> _Format:
+        """What a dask partition writes for this output: CSV text to concatenate, else Arrow IPC."""
+        return _Format("csv") if self.kind == "csv" else _Format("arrow")
 
 
 def _file_format(path: Path, role: str) -> _Format:
@@ -144,6 +150,9 @@ class BatchReport:
     geocode_seconds: float = 0.0
     write_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    task_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    join_seconds: float = 0.0
     peak_arrow_bytes: int = 0
 
     def merge(self, other: BatchReport, *, row_offset: int = 0) -> None:
@@ -162,6 +171,7 @@ class BatchReport:
         self.geocode_seconds += other.geocode_seconds
         self.write_seconds += other.write_seconds
         self.cpu_seconds += other.cpu_seconds
+        self.task_seconds += other.seconds
         self.peak_arrow_bytes = max(self.peak_arrow_bytes, other.peak_arrow_bytes)
 
     @property
@@ -206,6 +216,13 @@ class BatchReport:
             f"points/s; waiting for input {self.read_seconds:.2f} s; writing {self.write_seconds:.2f} s "
             "(in a writer thread, overlapping)"
         )
+        if self.engine == "dask":
+            lines.append(
+                f"dask: {self.compute_seconds:.2f} s running {self.partitions} task(s) on {self.workers} "
+                f"worker(s) ({self.task_seconds:.2f} s of task time, so about "
+                f"{max(self.compute_seconds - self.task_seconds / self.workers, 0.0):.2f} s starting "
+                f"processes and scheduling); joining the parts {self.join_seconds:.2f} s"
+            )
         return lines
 
 
@@ -291,6 +308,12 @@ def _open_source(path: Path, *, lon_column: str, lat_column: str, encoding: str)
     )
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return True
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+
+
 def _numeric_or_text(kind: pa.DataType) -> bool:
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
@@ -303,14 +326,8 @@ def _numeric_or_text(kind: pa.DataType) -> bool:
     )
 
 
-def _csv_block_size(chunk_rows: int) -> int:
-    return min(max(chunk_rows * _CSV_BYTES_PER_ROW, _MIN_CSV_BLOCK), _MAX_CSV_BLOCK)
-
-
-def _csv_reader(source: _Source, stream: Any, chunk_rows: int) -> pacsv.CSVStreamingReader:
-    read_options = pacsv.ReadOptions(
-        block_size=_csv_block_size(chunk_rows), encoding=source.encoding, use_threads=True
-    )
+def _csv_reader(source: _Source, stream: Any) -> pacsv.CSVStreamingReader:
+    read_options = pacsv.ReadOptions(block_size=_CSV_BLOCK, encoding=source.encoding, use_threads=True)
     # Every column as text: type inference from the first block would fail on a later block that
     # does not fit, and would rewrite values such as "007" or "1.50" on their way to the output.
     convert_options = pacsv.ConvertOptions(
@@ -354,9 +371,11 @@ def _read_whole(source: _Source, chunk_rows: int, position: list[int]) -> Iterat
             position[0] += batch.num_rows
             yield batch
         return
-    with pa.OSFile(str(source.path), "rb") as raw:
+    # A Python file, not pa.OSFile: through an OSFile pyarrow keeps about 36 blocks in flight, through a
+    # Python file a handful, at the same speed (measured with pyarrow 26).
+    with open(source.path, "rb") as raw:
         stream: Any = pa.CompressedInputStream(raw, "gzip") if source.fmt.gzip else raw
-        reader = _csv_reader(source, stream, chunk_rows)
+        reader = _csv_reader(source, stream)
         for batch in _guard(source, _sliced(iter(reader), chunk_rows)):
             position[0] = raw.tell()
             yield batch
@@ -375,18 +394,26 @@ def _as_float(column: pa.Array) -> np.ndarray:
         try:
             column = pc.cast(column, pa.float64())
         except pa.ArrowInvalid:
-            # Blanks and empty cells are the usual culprits and stay vectorised; other junk goes through
-            # pandas, which turns it into NaN to be reported.
+            # Blanks and empty cells are the usual culprits and stay vectorised; a chunk with other junk
+            # is parsed value by value, the junk becoming NaN to be reported.
             trimmed = pc.utf8_trim_whitespace(column)
             trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, trimmed.type), trimmed)
             try:
                 column = pc.cast(trimmed, pa.float64())
             except pa.ArrowInvalid:
-                text = column.to_numpy(zero_copy_only=False)
-                return np.asarray(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
+                return np.array([_parse_float(v) for v in trimmed.to_pylist()], dtype=np.float64)
     else:
         column = pc.cast(column, pa.float64())
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _parse_float(value: str | None) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
 
 def _problem(field: str, raw: Any, value: float, limit: float) -> str | None:
@@ -471,21 +498,36 @@ def _output_schema(source: _Source) -> pa.Schema:
 
 
 class _Sink:
-    """An incremental CSV or Parquet writer with one schema."""
+    """An incremental CSV, Parquet or Arrow IPC writer with one schema.
 
-    def __init__(self, path: Path, fmt: _Format, schema: pa.Schema, *, header: bool = True) -> None:
+    Parquet batches are gathered into row groups of up to ``group_rows`` rows (CSV blocks give
+    batches of a few ten thousand rows, small for row groups); other formats write at once.
+    """
+
+    def __init__(
+        self, path: Path, fmt: _Format, schema: pa.Schema, *, header: bool = True, group_rows: int = 0
+    ) -> None:
         self._stream: Any = None
-        self._csv: pacsv.CSVWriter | None = None
+        self._writer: Any = None
         self._parquet: pq.ParquetWriter | None = None
+        self._group_rows = max(group_rows, 1)
+        self._held: list[pa.RecordBatch] = []
+        self._held_rows = 0
         try:
-            if fmt.kind == "csv":
-                raw = pa.OSFile(str(path), "wb")
-                self._stream = pa.CompressedOutputStream(raw, "gzip") if fmt.gzip else raw
-                self._csv = pacsv.CSVWriter(
-                    self._stream, schema, write_options=pacsv.WriteOptions(include_header=header)
+            if fmt.kind == "parquet":
+                # Dictionaries pay off for text (codes repeat endlessly); for numbers they cost time.
+                text = [f.name for f in schema if _is_text(f.type)]
+                self._parquet = pq.ParquetWriter(
+                    str(path), schema, compression=_PARQUET_COMPRESSION, use_dictionary=text
                 )
             else:
-                self._parquet = pq.ParquetWriter(str(path), schema, compression="zstd")
+                raw = pa.OSFile(str(path), "wb")
+                self._stream = pa.CompressedOutputStream(raw, "gzip") if fmt.gzip else raw
+                if fmt.kind == "csv":
+                    options = pacsv.WriteOptions(include_header=header)
+                    self._writer = pacsv.CSVWriter(self._stream, schema, write_options=options)
+                else:
+                    self._writer = pa.ipc.new_stream(self._stream, schema)
         except pa.ArrowException as exc:
             self.close()
             hint = "; write Parquet instead" if fmt.kind == "csv" else ""
@@ -493,17 +535,27 @@ class _Sink:
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append one batch."""
-        if self._csv is not None:
-            self._csv.write_batch(batch)
+        if self._writer is not None:
+            self._writer.write_batch(batch)
         elif self._parquet is not None:
-            self._parquet.write_batch(batch)
+            self._held.append(batch)
+            self._held_rows += batch.num_rows
+            if self._held_rows >= self._group_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._parquet is not None and self._held:
+            table = pa.Table.from_batches(self._held)
+            self._parquet.write_table(table, row_group_size=self._group_rows)
+        self._held, self._held_rows = [], 0
 
     def close(self) -> None:
         """Flush and close (idempotent)."""
-        if self._csv is not None:
-            self._csv.close()
-            self._csv = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._parquet is not None:
+            self._flush()
             self._parquet.close()
             self._parquet = None
         if self._stream is not None:
@@ -603,7 +655,7 @@ def _run_single(
     report: BatchReport,
 ) -> None:
     position = [0]
-    sink = _Sink(target, out_fmt, out_schema)
+    sink = _Sink(target, out_fmt, out_schema, group_rows=chunk_rows)
     try:
 
         def advance() -> None:
@@ -691,34 +743,65 @@ def _load_worker_index(path: str) -> TerritoryIndex:
         return index
 
 
+class _ByteRange(io.RawIOBase):
+    """A file-like stream of a header followed by bytes [start, end) of a file (a CSV partition)."""
+
+    def __init__(self, path: Path, header: bytes, start: int, end: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._file.seek(start)
+        self._head = memoryview(header)
+        self._left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if len(self._head):
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        if self._left <= 0:
+            return 0
+        n = self._file.readinto(view[: min(len(view), self._left)]) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _run_partition(
     index_path: str,
     source: _Source,
     partition: _Partition,
     part_path: str,
-    out_fmt: _Format,
+    part_fmt: _Format,
     crs: str,
     chunk_rows: int,
 ) -> tuple[int, BatchReport]:
     """A dask task: geocode one partition into its own part file (CSV parts without header)."""
+    started = time.perf_counter()
     index = _load_worker_index(index_path)
     report = BatchReport()
     out_schema = _output_schema(source)
-    sink = _Sink(Path(part_path), _Format(out_fmt.kind), out_schema, header=False)
+    sink = _Sink(Path(part_path), part_fmt, out_schema, header=False, group_rows=chunk_rows)
     try:
         if source.fmt.kind == "parquet":
             batches: Iterator[pa.RecordBatch] = pq.ParquetFile(source.path).iter_batches(
-                batch_size=chunk_rows, row_groups=list(partition.row_groups), use_threads=False
+                batch_size=chunk_rows, row_groups=list(partition.row_groups)
             )
+            _run_chunks(index, source, _guard(source, batches), sink, out_schema, crs, report)
         else:
-            with open(source.path, "rb") as raw:
-                raw.seek(partition.start)
-                data = raw.read(partition.end - partition.start)
-            stream = pa.BufferReader(pa.py_buffer(source.header + data))
-            batches = _sliced(iter(_csv_reader(source, stream, chunk_rows)), chunk_rows)
-        _run_chunks(index, source, _guard(source, batches), sink, out_schema, crs, report)
+            with _ByteRange(source.path, source.header, partition.start, partition.end) as stream:
+                batches = _sliced(iter(_csv_reader(source, stream)), chunk_rows)
+                _run_chunks(index, source, _guard(source, batches), sink, out_schema, crs, report)
     finally:
         sink.close()
+    report.seconds = time.perf_counter() - started
     return partition.number, report
 
 
@@ -752,9 +835,10 @@ def _run_dask(
         with open(index_path, "wb") as handle:
             # cloudpickle: the index holds functions compiled at build time, which plain pickle refuses.
             cloudpickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        part_paths = [os.path.join(scratch, f"part-{p.number:05d}{out_fmt.suffix}") for p in partitions]
+        part_fmt = out_fmt.part_format
+        part_paths = [os.path.join(scratch, f"part-{p.number:05d}.{part_fmt.kind}") for p in partitions]
         tasks = [
-            dask.delayed(_run_partition, pure=False)(index_path, source, p, path, out_fmt, crs, chunk_rows)
+            dask.delayed(_run_partition, pure=False)(index_path, source, p, path, part_fmt, crs, chunk_rows)
             for p, path in zip(partitions, part_paths, strict=True)
         ]
         share = {p.number: p.end - p.start for p in partitions}
@@ -771,12 +855,16 @@ def _run_dask(
 
         finished = [0]
         with _Progress():
+            t0 = time.perf_counter()
             results = dask.compute(*tasks, scheduler="processes", num_workers=workers)
+            report.compute_seconds = time.perf_counter() - t0
+        if bar.total:
+            bar.update(bar.total - bar.n)  # the header line is in no partition
         for _number, part in sorted(results, key=lambda item: item[0]):
             report.merge(part, row_offset=report.rows)
         t0 = time.perf_counter()
         _concatenate(part_paths, target, out_fmt, out_schema, chunk_rows)
-        report.write_seconds += time.perf_counter() - t0
+        report.join_seconds = time.perf_counter() - t0
 
 
 def _concatenate(parts: list[str], target: Path, fmt: _Format, schema: pa.Schema, chunk_rows: int) -> None:
@@ -794,11 +882,14 @@ def _concatenate(parts: list[str], target: Path, fmt: _Format, schema: pa.Schema
             if out is not raw:
                 out.close()
         return
-    writer = _Sink(target, fmt, schema)
+    writer = _Sink(target, fmt, schema, group_rows=chunk_rows)
     try:
         for part in parts:
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=chunk_rows):
-                writer.write(batch)
+            # Parts are uncompressed Arrow IPC: mapped, not decoded, so only the Parquet encoding is
+            # left to this serial step.
+            with pa.memory_map(part) as source, pa.ipc.open_stream(source) as reader:
+                for batch in reader:
+                    writer.write(batch)
     finally:
         writer.close()
 

@@ -6,9 +6,10 @@ and ancestor) and join the strings, so even 100,000 grids serve in tens of milli
 is dropped when the territory data version changes (checked at most every ``GIS_VERSION_CHECK_S``).
 
 Coordinates are WGS-84 rounded to 7 decimals (about 1 cm). Shared vertices round alike, so neighbours
-stay seamless. ``simplify`` (metres) simplifies in an azimuthal equidistant frame centred on the level:
-with `shapely.coverage_simplify` when the level is a valid polygon coverage (neighbours keep one shared,
-simplified edge: no gaps or slivers), else polygon by polygon with topology preserved.
+stay seamless. ``simplify`` (metres) simplifies in an azimuthal equidistant frame centred on the level
+with `shapely.coverage_simplify`, after `shapely.coverage_clean` has noded the level into an
+edge-matched coverage, so neighbours keep one shared, simplified edge (no gaps, no slivers); a level
+that cannot be made a coverage (overlaps) is simplified polygon by polygon with topology preserved.
 """
 
 from __future__ import annotations
@@ -136,7 +137,6 @@ class _Level:
     bounds: np.ndarray
     ancestors: dict[str, np.ndarray]
     upper_layer_of: dict[str, str]
-    coverage_valid: bool | None = None
 
 
 @dataclass(slots=True)
@@ -245,16 +245,35 @@ def _apply(geoms: np.ndarray, transformer: Transformer) -> np.ndarray:
     )
 
 
+def _clean_coverage(metric: np.ndarray) -> np.ndarray | None:
+    """The polygons as an edge-matched coverage (shared edges with identical vertices), or None."""
+    if shapely.coverage_is_valid(metric):
+        return metric
+    try:
+        # Real data (and the demo city) has T-junctions: a vertex of one polygon in the middle of its
+        # neighbour's edge. Coverage simplification needs those noded, or neighbours drift apart.
+        cleaned = np.asarray(shapely.coverage_clean(metric))
+    except (AttributeError, shapely.errors.UnsupportedGEOSVersionError, shapely.errors.GEOSException):
+        return None
+    if shapely.is_empty(cleaned).any() or not shapely.coverage_is_valid(cleaned):
+        return None
+    return cleaned
+
+
 def _simplified(data: _Level, tolerance_m: float) -> np.ndarray:
     forward, backward = _metric_transformers(data.geoms)
     metric = _apply(data.geoms, forward)
-    if data.coverage_valid is None:
-        data.coverage_valid = bool(shapely.coverage_is_valid(metric))
-    if data.coverage_valid:
-        simple = shapely.coverage_simplify(metric, tolerance_m)
+    coverage = _clean_coverage(metric)
+    if coverage is not None:
+        simple = np.asarray(shapely.coverage_simplify(coverage, tolerance_m))
     else:
-        simple = shapely.simplify(metric, tolerance_m, preserve_topology=True)
-    return _apply(np.asarray(simple), backward)
+        # Overlapping data: simplify each polygon on its own rather than invent a coverage.
+        simple = np.asarray(shapely.simplify(metric, tolerance_m, preserve_topology=True))
+    # Noding adds a vertex at every T-junction and the simplifier keeps them all, so a level of small,
+    # plain polygons can come out heavier than it went in; then the original is the better answer.
+    if shapely.get_num_coordinates(simple).sum() >= shapely.get_num_coordinates(metric).sum():
+        return data.geoms
+    return _apply(simple, backward)
 
 
 def _render(data: _Level, tolerance_m: float) -> _Rendered:

@@ -13,6 +13,7 @@ the previous gazetteer meanwhile.
 
 from __future__ import annotations
 
+import csv
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ from gis.selectors import territory_version
 __all__ = [
     "PLACE_KINDS",
     "SEARCH_KINDS",
+    "PlaceRecord",
     "PlacesImportResult",
     "address_search",
     "gazetteer_build",
@@ -116,17 +118,22 @@ def gazetteer_build(
 
 def _place_rows() -> list[PlaceRecord]:
     rows = Place.objects.order_by("id").values_list("name", "kind", "lon", "lat", "unit_codes", "aliases")
-    return [
-        PlaceRecord(
-            name,
-            kind,
-            lon,
-            lat,
-            {str(k): str(v) for k, v in (codes or {}).items()},
-            tuple(str(a) for a in (aliases or ())),
+    records = []
+    for name, kind, lon, lat, codes, aliases in rows.iterator(chunk_size=10000):
+        # A row edited outside the import (shell, SQL) must not take address search down for everyone.
+        if kind not in PLACE_KINDS or not name.strip() or not (abs(lon) <= 180.0 and abs(lat) <= 90.0):
+            continue
+        records.append(
+            PlaceRecord(
+                name,
+                kind,
+                lon,
+                lat,
+                {str(k): str(v) for k, v in codes.items()} if isinstance(codes, dict) else None,
+                tuple(str(a) for a in aliases) if isinstance(aliases, list) else (),
+            )
         )
-        for name, kind, lon, lat, codes, aliases in rows.iterator(chunk_size=10000)
-    ]
+    return records
 
 
 def places_signature() -> tuple[int, int, str]:
@@ -193,7 +200,10 @@ def read_places_file(
         raise ValueError(f"file not found: {file}")
     suffix = file.suffix.lower()
     if suffix == ".csv":
-        records = read_csv_records(file, crs=crs)
+        try:
+            records = read_csv_records(file, crs=crs)
+        except csv.Error as exc:
+            raise ValueError(f"{file}: not a readable CSV file ({exc})") from None
     elif suffix in (".geojson", ".json"):
         try:
             records = read_geojson_records(file, crs=crs, default_kind=default_kind)

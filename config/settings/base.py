@@ -255,8 +255,8 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["config.security.ApiThrottle"]
 REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["config.security.RedactingJSONRenderer"]
 SECURITY_RATES = {
     # per username and address, and per address, on the token login and the login forms
-    "login": os.environ.get("RATE_LOGIN", "10/min"),
-    "login_ip": os.environ.get("RATE_LOGIN_IP", "120/min"),
+    "login": os.environ.get("RATE_LOGIN", "20/min"),
+    "login_ip": os.environ.get("RATE_LOGIN_IP", "200/min"),
     # per user on POST /api/v1/reports/
     "report": os.environ.get("RATE_REPORT", "60/min"),
     # per address on routes open without authentication (token login, schema, docs)

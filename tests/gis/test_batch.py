@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +48,7 @@ def read_csv_as_text(path: Path) -> pa.Table:
         names = handle.readline().strip().replace('"', "").split(",")
     return pacsv.read_csv(
         path,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, strings_can_be_null=False
         ),
@@ -69,6 +71,7 @@ def test_csv_keeps_every_column_byte_for_byte_and_adds_the_codes(
     rows = ["id,lon,lat,note,code,amount"]
     for i, (x, y) in enumerate(zip(lon, lat, strict=True)):
         note = '"井盖缺失, 有""危险"""' if i == 3 else ("" if i == 4 else f"报告{i}")
+        note = '"第一行\n第二行"' if i == 5 else note
         rows.append(f"{i:05d},{float(x)!r},{float(y)!r},{note},007,1.50")
     src.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
@@ -79,6 +82,7 @@ def test_csv_keeps_every_column_byte_for_byte_and_adds_the_codes(
     assert out["id"].to_pylist()[:3] == ["00000", "00001", "00002"]
     assert out["note"][3].as_py() == '井盖缺失, 有"危险"'
     assert out["note"][4].as_py() == ""
+    assert out["note"][5].as_py() == "第一行\n第二行"
     assert set(out["code"].to_pylist()) == {"007"} and set(out["amount"].to_pylist()) == {"1.50"}
     assert out["lon"].to_pylist() == [repr(float(x)) for x in lon]
     want = expected_codes(index, lon, lat)
@@ -225,10 +229,12 @@ def test_a_million_rows_run_in_bounded_chunks(index: TerritoryIndex, tmp_path: P
     n = 1_000_000
     lon, lat = inside_points(index, 50_000, seed=9)
     reps = n // lon.size
-    table = pa.table({"id": np.arange(n), "lon": np.tile(lon, reps), "lat": np.tile(lat, reps)})
+    # A wide text column makes the file far larger than what the reader may hold in flight.
+    note = pa.array(["现场描述：" + "井盖缺失" * 6] * n)
+    table = pa.table({"id": np.arange(n), "lon": np.tile(lon, reps), "lat": np.tile(lat, reps), "note": note})
     pacsv.write_csv(table, tmp_path / "big.csv")
     size = (tmp_path / "big.csv").stat().st_size
-    del table
+    del table, note
 
     chunk_rows = 65_536
     report = geocode_file(
@@ -238,8 +244,10 @@ def test_a_million_rows_run_in_bounded_chunks(index: TerritoryIndex, tmp_path: P
     assert report.rows == n and report.resolved == n
     assert report.max_chunk_rows <= chunk_rows
     assert report.chunks >= n // chunk_rows
-    # Arrow memory in use never came near the whole file, let alone the whole output.
-    assert report.peak_arrow_bytes < min(64 * 2**20, size)
+    # Arrow memory in use stayed a small fraction of the input (the reader's blocks in flight, a few
+    # chunks and a row group), so it does not grow with the file.
+    assert size > 100 * 2**20
+    assert report.peak_arrow_bytes < size / 4
     meta = pq.ParquetFile(tmp_path / "big.parquet").metadata
     assert meta.num_rows == n
     assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= chunk_rows
@@ -300,7 +308,7 @@ def test_dask_engine_matches_single_engine(index: TerritoryIndex, tmp_path: Path
     ],
 )
 def test_bad_input_raises_one_line_batch_error(
-    index: TerritoryIndex, tmp_path: Path, make: str | None, kwargs: dict[str, str], message: str
+    index: TerritoryIndex, tmp_path: Path, make: str | None, kwargs: dict[str, Any], message: str
 ) -> None:
     src = tmp_path / kwargs.pop("src_name", "in.csv")
     dst = tmp_path / kwargs.pop("dst_name", "out.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def export_layer(layer: str, path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_territory() -> Iterator[None]:
+def tiny_territory() -> None:
     """A fresh territory with one district, street and community: the 0.01° square."""
     clear_territory()
     territory_replace(
@@ -124,7 +124,6 @@ def tiny_territory() -> Iterator[None]:
             Unit("community", "C1", "community one", "S1", SQUARE),
         ]
     )
-    yield
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +152,7 @@ def city_files(small_city: City, tmp_path_factory: pytest.TempPathFactory) -> di
 # ------------------------------------------------------------------------------------------ round trip
 
 
+@pytest.mark.embedded
 def test_round_trip_of_a_generated_city_through_geojson_geopackage_and_shapefile(
     small_city: City, city_files: dict[str, Path]
 ) -> None:
@@ -177,6 +177,7 @@ def test_round_trip_of_a_generated_city_through_geojson_geopackage_and_shapefile
         assert shapely.equals_exact(shapely.normalize(stored[key]), shapely.normalize(geom), tolerance=0), key
 
 
+@pytest.mark.embedded
 def test_reimporting_the_demo_city_updates_in_place_and_keeps_assignments(tmp_path: Path) -> None:
     from command.models import Department, User
 
@@ -226,6 +227,7 @@ def test_a_changed_name_and_geometry_are_updated_on_the_same_row(tmp_path: Path)
 # --------------------------------------------------------------------------- refusals change nothing
 
 
+@pytest.mark.embedded
 def test_a_refused_import_changes_nothing(tmp_path: Path) -> None:
     digest, version = territory_digest(), territory_version()
     path = export_layer("grid", tmp_path / "grid.gpkg")
