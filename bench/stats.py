@@ -394,7 +394,7 @@ def bench_export(export: int) -> None:
     commander = User.objects.get(username="commander")
     client = APIClient()
     client.force_authenticate(commander)
-    print("\n== GeoPackage export through the REST API (newest incidents, commander: phones in clear)")
+    print("\n== GeoPackage export through the REST API (newest incidents; personal data masked, the default)")
     print(f"   {'incidents':>10}{'seconds':>9}{'MiB':>8}{'RSS before':>12}{'peak':>8}{'growth':>8}")
     results: dict[int, tuple[float, float]] = {}
     for size in (export // 10, export):

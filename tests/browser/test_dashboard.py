@@ -90,6 +90,9 @@ def test_dashboard(tmp_path: Any, demo_city: Any, browser: Any) -> None:
             blocks = TerritoryUnit.objects.filter(layer="block").count()
             shapes = page.locator("#choropleth path").count()
             assert shapes >= blocks
+            # The script's own strings come translated from the view, like the template's.
+            assert "较上期" in page.inner_text("#kpi-total-change")
+            assert page.locator("#hotspots .flag").first.inner_text() == "新发"
             flagged = page.locator("#hotspots .flag").count()
             assert flagged >= 1
             assert int(page.inner_text("#kpi-hotspots")) >= flagged
