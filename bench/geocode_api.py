@@ -93,19 +93,19 @@ def main() -> None:
             headers={"Content-Type": "application/json"},
         )
         token = json.loads(urllib.request.urlopen(request).read())["token"]
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        http_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         rng = random.Random(7)
         points = [(rng.uniform(113.9, 114.2), rng.uniform(22.52, 22.68)) for _ in range(args.requests)]
-        first, status = timed(conn, f"/api/v1/geocode/?lon={points[0][0]}&lat={points[0][1]}", token)
+        first, status = timed(http_conn, f"/api/v1/geocode/?lon={points[0][0]}&lat={points[0][1]}", token)
         print(f"first request (builds the index in the process): {first:.0f} ms, status {status}")
         for lon, lat in points[:200]:  # warm-up
-            timed(conn, f"/api/v1/geocode/?lon={lon}&lat={lat}", token)
+            timed(http_conn, f"/api/v1/geocode/?lon={lon}&lat={lat}", token)
         ours, statuses = [], {}
         for lon, lat in points:
-            ms, status = timed(conn, f"/api/v1/geocode/?lon={lon:.6f}&lat={lat:.6f}", token)
+            ms, status = timed(http_conn, f"/api/v1/geocode/?lon={lon:.6f}&lat={lat:.6f}", token)
             ours.append(ms)
             statuses[status] = statuses.get(status, 0) + 1
-        base_ms = [timed(conn, "/api/v1/geocode/?lat=22.6", token)[0] for _ in range(args.requests)]
+        base_ms = [timed(http_conn, "/api/v1/geocode/?lat=22.6", token)[0] for _ in range(args.requests)]
         p50, p99, b50, b99 = (
             statistics.median(ours),
             pct(ours, 99),

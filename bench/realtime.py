@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def rss_kb(pid: int) -> int:
@@ -56,13 +56,15 @@ class World:
     def __init__(self) -> None:
         self.redis_port = free_port()
         self.env = dict(os.environ)
-        self.env.update({
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "BACKGROUND_IN_PROCESS": "0",
-            "LOG_LEVEL": "WARNING",
-            "WS_RATE_BURST": "1000",
-        })
+        self.env.update(
+            {
+                "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+                "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "BACKGROUND_IN_PROCESS": "0",
+                "LOG_LEVEL": "WARNING",
+                "WS_RATE_BURST": "1000",
+            }
+        )
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -71,12 +73,28 @@ class World:
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-        self.processes.append(subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         time.sleep(0.3)
         for args in (["migrate", "-v0"], ["demo_city", "--quiet-logins"]):
-            subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
+            )
         os.environ.update({k: self.env[k] for k in ("DATABASE_URL", "REDIS_URL", "BACKGROUND_IN_PROCESS")})
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
         import django
@@ -85,8 +103,13 @@ class World:
 
     def daphne(self, app: str = "config.asgi:application") -> tuple[str, subprocess.Popen[bytes]]:
         port = free_port()
-        process = subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port), app], cwd=ROOT, env=self.env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), app],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -127,8 +150,12 @@ def bench_users(n: int) -> list[str]:
     existing = User.objects.filter(username__startswith="bench").count()
     if existing < n:
         password = make_password(None)
-        User.objects.bulk_create([User(username=f"bench{i:05d}", role="grid_worker", password=password)
-                                  for i in range(existing, n)])
+        User.objects.bulk_create(
+            [
+                User(username=f"bench{i:05d}", role="grid_worker", password=password)
+                for i in range(existing, n)
+            ]
+        )
     return [f"bench{i:05d}" for i in range(n)]
 
 
@@ -163,7 +190,7 @@ class Client:
 async def open_clients(base: str, ticket_list: list[str], watch: Any, batch: int = 200) -> list[Client]:
     clients = []
     for start in range(0, len(ticket_list), batch):
-        chunk = [Client(base, t) for t in ticket_list[start:start + batch]]
+        chunk = [Client(base, t) for t in ticket_list[start : start + batch]]
         for client in chunk:
             client.task = asyncio.ensure_future(client.run(watch))
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in chunk)), 120)
@@ -203,10 +230,18 @@ async def intake_latency(world: World, a: str, b: str, others: int, samples: int
     token = Token.objects.get_or_create(user=User.objects.get(username="grid01"))[0].key
     idle_names = bench_users(others)
     idle = await open_clients(b, await sync_to_async(tickets)(idle_names[: others // 2]), lambda m: None)
-    idle += await open_clients(a, await sync_to_async(tickets)(idle_names[others // 2:]), lambda m: None)
-    lead = (await open_clients(b, await sync_to_async(tickets)([police]),
-                               lambda m: str(m["data"]["incident_id"]) if m["event"] == "order.created"
-                               and m["data"]["role"] == "lead" else None))[0]
+    idle += await open_clients(a, await sync_to_async(tickets)(idle_names[others // 2 :]), lambda m: None)
+    lead = (
+        await open_clients(
+            b,
+            await sync_to_async(tickets)([police]),
+            lambda m: (
+                str(m["data"]["incident_id"])
+                if m["event"] == "order.created" and m["data"]["role"] == "lead"
+                else None
+            ),
+        )
+    )[0]
     latencies = []
     loop = asyncio.get_running_loop()
     for _ in range(samples):
@@ -218,7 +253,7 @@ async def intake_latency(world: World, a: str, b: str, others: int, samples: int
         while key not in lead.arrivals and time.perf_counter() < deadline:
             await asyncio.sleep(0.0005)
         latencies.append((lead.arrivals.get(key, float("inf")) - sent) * 1000)
-    await close_clients(idle + [lead])
+    await close_clients([*idle, lead])
     return latencies
 
 
@@ -233,16 +268,24 @@ async def warning_fanout(a: str, b: str, n: int) -> tuple[float, float, float]:
     names = bench_users(n)
     ticket_list = await sync_to_async(tickets)(names)
     marker = uuid.uuid4().hex
-    watch = (lambda m: marker if m["event"] == "warning.issued" and m["data"]["headline"] == marker else None)
-    clients = await open_clients(a, ticket_list[: n // 2], watch) + await open_clients(b, ticket_list[n // 2:], watch)
+
+    def watch(m):
+        return marker if m["event"] == "warning.issued" and m["data"]["headline"] == marker else None
+
+    clients = await open_clients(a, ticket_list[: n // 2], watch) + await open_clients(
+        b, ticket_list[n // 2 :], watch
+    )
     ids = list(User.objects.filter(username__in=names).values_list("pk", flat=True))
     await asyncio.sleep(1)
 
     def issue() -> tuple[float, float]:
         started = time.perf_counter()
         with transaction.atomic():
-            publish(name="warning.issued", recipients=ids,
-                    data={"id": 1, "level": "orange", "type": "暴雨", "headline": marker, "status": "issued"})
+            publish(
+                name="warning.issued",
+                recipients=ids,
+                data={"id": 1, "level": "orange", "type": "暴雨", "headline": marker, "status": "issued"},
+            )
             written = time.perf_counter()
         return started, written
 
@@ -311,7 +354,8 @@ async def run(args: argparse.Namespace) -> None:
         b, pid_b = world.daphne()
         bare, _ = world.daphne("bench.bare_asgi:application")
         fanouts = [int(x) for x in args.fanout.split(",") if x]
-        print(f"bench/realtime.py — {os.cpu_count()} cores; 2 product daphne processes + 1 bare; PostgreSQL; Redis")
+        cores = os.cpu_count()
+        print(f"bench/realtime.py — {cores} cores; 2 product daphne processes + 1 bare; PostgreSQL; Redis")
         base_lat, naive = await bare_baselines(bare, max(fanouts), args.samples)
         base_p50 = statistics.median(base_lat)
         line("baseline: bare group_send → 1 client, p50", f"{base_p50:.2f} ms")
@@ -319,19 +363,34 @@ async def run(args: argparse.Namespace) -> None:
         line(f"baseline: naive group_send per connection → {max(fanouts)} clients, last", f"{naive:.0f} ms")
         lat = await intake_latency(world, a, b, args.others, args.samples)
         p50, p99 = statistics.median(lat), pct(lat, 99)
-        line(f"POST report → order.created at lead client ({args.others} others), p50", f"{p50:.1f} ms",
-             "target ≤ 15 ms", f"{p50 / base_p50:.1f}× bare")
-        line(f"POST report → order.created at lead client ({args.others} others), p99", f"{p99:.1f} ms",
-             "target ≤ 60 ms", f"{p99 / pct(base_lat, 99):.1f}× bare")
+        line(
+            f"POST report → order.created at lead client ({args.others} others), p50",
+            f"{p50:.1f} ms",
+            "target ≤ 15 ms",
+            f"{p50 / base_p50:.1f}× bare",
+        )
+        line(
+            f"POST report → order.created at lead client ({args.others} others), p99",
+            f"{p99:.1f} ms",
+            "target ≤ 60 ms",
+            f"{p99 / pct(base_lat, 99):.1f}× bare",
+        )
         for n in fanouts:
             write_ms, last_ms, got = await warning_fanout(a, b, n)
             target = "≤ 250 ms" if n <= 1000 else "≤ 1000 ms"
             line(f"warning to {n} clients: feed rows written (one transaction)", f"{write_ms:.0f} ms")
-            line(f"warning to {n} clients: commit → last client has it ({got}/{n})", f"{last_ms:.0f} ms",
-                 f"target {target}", f"{last_ms / naive:.2f}× naive({max(fanouts)})" if n == max(fanouts) else "")
+            line(
+                f"warning to {n} clients: commit → last client has it ({got}/{n})",
+                f"{last_ms:.0f} ms",
+                f"target {target}",
+                f"{last_ms / naive:.2f}× naive({max(fanouts)})" if n == max(fanouts) else "",
+            )
         per_socket = await idle_memory(b, pid_b.pid, args.idle)
-        line(f"idle sockets held by one daphne process ({args.idle}): RSS per socket", f"{per_socket:.1f} KB",
-             "target ≤ 40 KB")
+        line(
+            f"idle sockets held by one daphne process ({args.idle}): RSS per socket",
+            f"{per_socket:.1f} KB",
+            "target ≤ 40 KB",
+        )
     finally:
         world.stop()
 

@@ -112,7 +112,10 @@ def order_body(order: DispatchOrder, user: Any, *, detail: bool = False) -> dict
         "rule": order.rule_snapshot,
         "override_reason": order.override_reason or None,
         "allowed_actions": rules.order_allowed_actions(
-            status=order.status, role=getattr(user, "role", ""), upheld=bool(order.ruling)
+            status=order.status,
+            role=getattr(user, "role", ""),
+            upheld=bool(order.ruling),
+            order_role=order.role,
         )
         if getattr(user, "role", "") != Role.DEPARTMENT or user.department_id == order.department_id
         else [],
@@ -280,7 +283,25 @@ def unit_body(unit: Unit) -> dict[str, Any]:
 class UnitListView(APIView):
     """Units (vehicles, teams) visible to the caller."""
 
-    @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT)})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Unit",
+                {
+                    "id": serializers.IntegerField(),
+                    "code": serializers.CharField(),
+                    "name": serializers.CharField(),
+                    "kind": serializers.CharField(),
+                    "department": serializers.CharField(),
+                    "status": serializers.CharField(),
+                    "lon": serializers.FloatField(allow_null=True),
+                    "lat": serializers.FloatField(allow_null=True),
+                    "position_at": serializers.DateTimeField(allow_null=True),
+                },
+                many=True,
+            )
+        }
+    )
     def get(self, request: Request) -> Response:
         return Response([unit_body(u) for u in units_visible_to(request.user)])
 

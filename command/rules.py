@@ -109,12 +109,19 @@ ORDER_STAGE: dict[str, str] = {
 }
 
 
-def order_allowed_actions(*, status: str, role: str, upheld: bool) -> list[str]:
-    """The order actions open to a role in this state (a rejection upheld by a ruling cannot recur)."""
+def order_allowed_actions(*, status: str, role: str, upheld: bool, order_role: str = "assist") -> list[str]:
+    """The order actions open to a role in this state.
+
+    A rejection upheld by a ruling cannot recur, and a lead order is never released (it is reassigned
+    by arbitration instead).
+    """
     return [
         name
         for name, t in ORDER_TRANSITIONS.items()
-        if status in t.sources and role in t.roles and not (name == "reject" and upheld)
+        if status in t.sources
+        and role in t.roles
+        and not (name == "reject" and upheld)
+        and not (name == "release" and order_role == "lead")
     ]
 
 
@@ -130,9 +137,11 @@ class OrderActionRefused(Exception):
         self.forbidden_role = forbidden_role
 
 
-def order_check(*, action: str, status: str, role: str, upheld: bool) -> OrderTransition:
+def order_check(
+    *, action: str, status: str, role: str, upheld: bool, order_role: str = "assist"
+) -> OrderTransition:
     """The transition for `action`, or OrderActionRefused saying why and what is allowed."""
-    allowed = order_allowed_actions(status=status, role=role, upheld=upheld)
+    allowed = order_allowed_actions(status=status, role=role, upheld=upheld, order_role=order_role)
     transition = ORDER_TRANSITIONS.get(action)
     if transition is None:
         raise OrderActionRefused(f"unknown action {action!r}", allowed, unknown=True)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -28,6 +29,7 @@ from command.models import (
     UnitStatus,
     User,
 )
+from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import deadlines
 from incidents.models import Incident, Source
@@ -229,10 +231,16 @@ def _departments_by_code(codes: Sequence[str], field: str) -> list[Department]:
 
 
 def incident_dispatch(
-    *, incident: Incident, actor: Any, source: str, payload: dict[str, Any], reason: str
+    *,
+    incident: Incident,
+    actor: Any,
+    source: str,
+    payload: dict[str, Any],
+    reason: str,
+    proposal: dict[str, Any] | None = None,
 ) -> Incident:
     """Create the dispatch orders for an (already row-locked) incident, by rule or as the operator chose."""
-    proposal = linkage_proposal(incident)
+    proposal = proposal or linkage_proposal(incident)
     lead_code = payload.get("lead")
     assist_codes = payload.get("assist")
     if lead_code is None and assist_codes is None:
@@ -296,6 +304,7 @@ def auto_dispatch_after_register(*, incident: Incident, action: str, actor: Any,
         source=Source.SYSTEM,
         payload={},
         reason="automatic dispatch on registration",
+        proposal=proposal,
     )
 
 
@@ -327,7 +336,10 @@ def rework_reopen_lead(*, incident: Incident, actor: Any, source: str, reason: s
 
 
 def _order_recipients(order: DispatchOrder) -> list[int]:
-    query = Q(department_id=order.department_id) | Q(role__in=[Role.OPERATOR, Role.COMMANDER])
+    # Department staff of the order's unit (not grid workers who happen to belong to a street office).
+    query = Q(department_id=order.department_id, role=Role.DEPARTMENT) | Q(
+        role__in=[Role.OPERATOR, Role.COMMANDER]
+    )
     return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
 
 
@@ -348,8 +360,8 @@ def order_event_data(order: DispatchOrder, action: str | None = None) -> dict[st
         "grade": incident.grade.code if incident.grade else None,
         "lon": incident.lon,
         "lat": incident.lat,
-        "address": incident.address,
-        "description": incident.description[:500],
+        "address": redact_text(incident.address),
+        "description": redact_text(incident.description[:500]),
     }
     if action is not None:
         data["action"] = action
@@ -441,13 +453,18 @@ def order_act(
             .get(pk=order_id)
         )
         role = actor.role
-        transition = rules.order_check(
-            action=action, status=order.status, role=role, upheld=bool(order.ruling)
-        )
+        # Ownership first: another department learns nothing about the order's state.
         if role == Role.DEPARTMENT and actor.department_id != order.department_id:
             raise rules.OrderActionRefused(
                 "this order belongs to another department", [], forbidden_role=True
             )
+        transition = rules.order_check(
+            action=action,
+            status=order.status,
+            role=role,
+            upheld=bool(order.ruling),
+            order_role=order.role,
+        )
         reason = str(payload.get("reason") or "").strip()
         if transition.needs_reason and not reason:
             raise ActionError("reason", f"a reason is required to {action}")
@@ -584,15 +601,7 @@ def _arbitrate(
 def _release(
     order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
 ) -> None:
-    if (
-        order.role == OrderRole.LEAD
-        and order.incident.orders.filter(role=OrderRole.LEAD)
-        .exclude(status__in=CLOSED_ORDER_STATES)
-        .exclude(pk=order.pk)
-        .count()
-        == 0
-    ):
-        raise ActionError("action", "the lead order cannot be released; reassign it by arbitration instead")
+    # Only assisting orders get here: rules.order_check refuses releasing a lead order.
     order.status = OrderStatus.RELEASED
 
 
@@ -663,9 +672,10 @@ def order_mark_delivered(*, order_id: int, at: datetime | None = None) -> bool:
     """Record the first acknowledgement of an order by its department's client (once)."""
     at = at or timezone.now()
     with transaction.atomic():
-        changed = DispatchOrder.objects.filter(pk=order_id, status=OrderStatus.ISSUED).update(
-            status=OrderStatus.DELIVERED, delivered_at=at
-        )
+        # Once only: an order upheld back to "issued" after a rejection keeps its first delivery time.
+        changed = DispatchOrder.objects.filter(
+            pk=order_id, status=OrderStatus.ISSUED, delivered_at__isnull=True
+        ).update(status=OrderStatus.DELIVERED, delivered_at=at)
         if not changed:
             return False
         order = DispatchOrder.objects.select_related(
@@ -711,7 +721,7 @@ def escalation_policy_for(order: DispatchOrder) -> EscalationPolicy | None:
 
 
 def _escalation_recipients(order: DispatchOrder) -> list[int]:
-    query = Q(role=Role.COMMANDER) | Q(department_id=order.department_id)
+    query = Q(role=Role.COMMANDER) | Q(department_id=order.department_id, role=Role.DEPARTMENT)
     ids = set(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
     if order.department.head_id:
         ids.add(order.department.head_id)
@@ -806,8 +816,9 @@ def _escalate(order: DispatchOrder, *, now: datetime, level: int) -> None:
 
 def unit_set_position(*, unit: Unit, actor: Any, lon: Any, lat: Any, status: str | None = None) -> Unit:
     """Record a unit's position (and optionally its status) reported by its department."""
-    if actor.role == Role.DEPARTMENT and actor.department_id != unit.department_id:
-        raise ActionError("unit", "this unit belongs to another department")
+    if actor.role != Role.DEPARTMENT or actor.department_id != unit.department_id:
+        # Positions come from the unit's own department (its vehicles' terminals), nobody else.
+        raise PermissionDenied("only the unit's own department reports its position")
     x, y = _position({"lon": lon, "lat": lat})
     if status is not None and status not in UnitStatus.values:
         raise ActionError("status", f"use one of {', '.join(UnitStatus.values)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from django.utils.dateparse import parse_datetime
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from audit.services import audit_record
 from command import cap
 from command.constants import Role
 from command.models import (
@@ -479,7 +481,7 @@ def _log(
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> WarningLogRecord:
-    return WarningLogRecord.objects.create(
+    record = WarningLogRecord.objects.create(
         warning=warning,
         at=at or timezone.now(),
         actor=actor if _actor_id(actor) else None,
@@ -491,6 +493,19 @@ def _log(
         reason=reason,
         data=data or {},
     )
+    audit_record(
+        action=action,
+        object_type="warning",
+        object_id=warning.pk,
+        actor=actor if _actor_id(actor) else None,
+        source=source,
+        from_status=from_status,
+        to_status=warning.status,
+        reason=reason,
+        data=data or {},
+        at=record.at,
+    )
+    return record
 
 
 def _coverage_totals(warning: EarlyWarning) -> dict[str, int]:
@@ -600,7 +615,15 @@ def _text(payload: Mapping[str, Any], key: str, *, max_length: int, required: bo
         raise ActionError(key, "must not be empty")
     if len(value) > max_length:
         raise ActionError(key, f"at most {max_length} characters")
+    bad = _XML_ILLEGAL.search(value)
+    if bad:
+        # Such characters cannot appear in CAP XML at all, so they are refused at the door.
+        raise ActionError(key, f"contains a control character (U+{ord(bad.group()):04X})")
     return value
+
+
+# Characters XML 1.0 does not allow (tab, newline and carriage return are allowed).
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _moment(payload: Mapping[str, Any], key: str) -> datetime | None:

@@ -39,7 +39,9 @@ def error_response(code: int, detail: str, **extra: Any) -> Response:
 
 
 class CategorySerializer(serializers.ModelSerializer[Category]):
-    parent_code = serializers.SlugRelatedField[Category](source="parent", read_only=True, slug_field="code")
+    parent_code = serializers.SlugRelatedField[Category](
+        source="parent", read_only=True, slug_field="code", allow_null=True
+    )
 
     class Meta:
         model = Category

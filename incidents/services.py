@@ -21,6 +21,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, rules
 from incidents.models import (
@@ -966,6 +967,19 @@ def _record(
     )
     payload = incident_event_data(incident, None if event == "incident.created" else action)
     publish(name=event, data=payload, recipients=audience.incident_recipients(incident))
+    # After publish: the audit chain's lock is always taken after the feed locks (no lock-order deadlock).
+    audit_record(
+        action=action,
+        object_type="incident",
+        object_id=incident.pk,
+        actor=actor,
+        source=source,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+        data=data or {},
+        at=record.at,
+    )
     return record
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -43,8 +42,28 @@ def publish(*, name: str, data: dict[str, Any], recipients: Iterable[int]) -> in
         FeedEntry.objects.bulk_create(
             [FeedEntry(user_id=u, seq=s, event=event) for u, s in sequences.items()]
         )
-    transaction.on_commit(partial(push_event, event.pk))
+    _push_after_commit(event.pk)
     return event.pk
+
+
+def _push_after_commit(event_id: int) -> None:
+    """Queue an event for the one after-commit flush of this transaction (registered on first use)."""
+    pending: list[int] | None = getattr(connection, "_realtime_pending", None)
+    # Entries are (savepoint ids, callable, robust); only the callable matters here.
+    registered = any(entry[1] is _flush_pending for entry in connection.run_on_commit)
+    if pending is None or not registered:
+        # A new transaction (or the last one rolled back): start a fresh queue and one flush for it.
+        pending = []
+        connection._realtime_pending = pending  # type: ignore[attr-defined]
+        transaction.on_commit(_flush_pending)
+    pending.append(event_id)
+
+
+def _flush_pending() -> None:
+    pending: list[int] = getattr(connection, "_realtime_pending", None) or []
+    connection._realtime_pending = None  # type: ignore[attr-defined]
+    if pending:
+        push_events(pending)
 
 
 def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> None:
@@ -52,8 +71,8 @@ def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> None:
     feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {feed} (user_id, last_seq, acked_seq) SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u "
-            "ON CONFLICT (user_id) DO NOTHING",
+            f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
+            "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
             [user_ids],
         )
         # Lock the heads in one fixed order so concurrent fan-outs to overlapping users cannot deadlock.
@@ -100,26 +119,42 @@ def event_message(event: Event, seq: int) -> dict[str, Any]:
 
 
 def push_event(event_id: int) -> bool:
-    """Push one committed event to every process once; each process hands it to its local sockets."""
-    event = Event.objects.filter(pk=event_id).first()
-    if event is None:
-        return False
+    """Push one committed event (see push_events)."""
+    return push_events([event_id]) == 1
+
+
+def push_events(event_ids: list[int]) -> int:
+    """Push committed events to every process once each, in order; mark them published; return the count.
+
+    One message per event crosses the channel layer, whatever the number of recipients: each process
+    hands it to its local sockets. On failure the events stay unpublished for the relay.
+    """
     layer = get_channel_layer()
-    if layer is None:
-        return False
-    seqs = list(FeedEntry.objects.filter(event_id=event_id).values_list("user_id", "seq"))
-    message = event_message(event, 0)
-    del message["seq"]
+    if layer is None or not event_ids:
+        return 0
+    events = {e.pk: e for e in Event.objects.filter(pk__in=event_ids)}
+    seqs: dict[int, list[list[int]]] = {}
+    for event_id, user_id, seq in FeedEntry.objects.filter(event_id__in=list(events)).values_list(
+        "event_id", "user_id", "seq"
+    ):
+        seqs.setdefault(event_id, []).append([user_id, seq])
+    messages = []
+    for event_id in sorted(events):
+        message = event_message(events[event_id], 0)
+        del message["seq"]
+        messages.append({"type": "fanout", "message": message, "seqs": seqs.get(event_id, [])})
+
+    async def send_all() -> None:
+        for message in messages:
+            await layer.group_send(FANOUT_GROUP, message)
+
     try:
-        # One message per process instead of one per recipient: a warning to 5,000 people is one send.
-        async_to_sync(layer.group_send)(
-            FANOUT_GROUP, {"type": "fanout", "message": message, "seqs": [[u, s] for u, s in seqs]}
-        )
-    except Exception as exc:  # the database keeps it; the relay and client resume deliver it later
-        log.warning("push of event %s failed, left for the relay: %s", event_id, exc)
-        return False
-    Event.objects.filter(pk=event_id, published_at__isnull=True).update(published_at=timezone.now())
-    return True
+        async_to_sync(send_all)()
+    except Exception as exc:  # the database keeps them; the relay and client resume deliver them later
+        log.warning("push of events %s failed, left for the relay: %s", sorted(events)[:5], exc)
+        return 0
+    Event.objects.filter(pk__in=list(events), published_at__isnull=True).update(published_at=timezone.now())
+    return len(events)
 
 
 def send_control(message: dict[str, Any]) -> bool:
@@ -143,4 +178,4 @@ def relay_unpublished(*, older_than: timedelta = timedelta(seconds=1), limit: in
         .order_by("id")
         .values_list("pk", flat=True)[:limit]
     )
-    return sum(1 for event_id in ids if push_event(event_id))
+    return push_events(ids)

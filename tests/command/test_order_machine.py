@@ -174,6 +174,10 @@ class OrderLifecycle(RuleBasedStateMachine):
             return Outcome(ok=False, refused=True)
         if action == "reject" and order.upheld:
             return Outcome(ok=False, refused=True)
+        if action == "release" and order.role == "lead":
+            return Outcome(
+                ok=False, refused=True
+            )  # a lead order is reassigned by arbitration, never released
         reason = str(payload.get("reason") or "").strip()
         if action in NEEDS_REASON and not reason:
             return Outcome(ok=False, bad_field="reason")
@@ -189,14 +193,6 @@ class OrderLifecycle(RuleBasedStateMachine):
             return Outcome(ok=False, bad_field="lon")
         if action == "progress" and not str(payload.get("note") or "").strip():
             return Outcome(ok=False, bad_field="note")
-        if action == "release" and order.role == "lead":
-            other_leads = [
-                i
-                for i, m in self.orders.items()
-                if m.role == "lead" and m.status not in CLOSED and i != order_id
-            ]
-            if not other_leads:
-                return Outcome(ok=False, bad_field="action")
         if action == "arbitrate":
             ruling = payload.get("ruling")
             if ruling == "uphold":

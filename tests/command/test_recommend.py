@@ -55,9 +55,10 @@ def helsinki() -> roads.RoadNetwork:
     return roads.load_network(_pbf("helsinki_pbf"))
 
 
-@pytest.fixture
-def operator() -> User:
-    return User.objects.get(username="operator")
+def _move(unit: Unit, lon: float | None, lat: float | None, status: str | None = None) -> None:
+    """Report a unit's position as its own department does (demo users are named after the department)."""
+    staff = User.objects.get(username=unit.department.code)
+    unit_set_position(unit=unit, actor=staff, lon=lon, lat=lat, status=status)
 
 
 def _available() -> list[Unit]:
@@ -140,19 +141,19 @@ def test_speed_and_detour_come_from_settings(settings: Any) -> None:
     assert top.eta_s == pytest.approx(top.distance_m / (60 / 3.6))
 
 
-def test_busy_and_off_duty_units_are_excluded(operator: User) -> None:
+def test_busy_and_off_duty_units_are_excluded() -> None:
     incident = report()
     first = incident_recommend_units(incident=incident, k=5)
     busy, off = first.units[0].unit, first.units[1].unit
-    unit_set_position(unit=busy, actor=operator, lon=busy.lon, lat=busy.lat, status=UnitStatus.BUSY)
-    unit_set_position(unit=off, actor=operator, lon=off.lon, lat=off.lat, status=UnitStatus.OFF_DUTY)
+    _move(busy, busy.lon, busy.lat, UnitStatus.BUSY)
+    _move(off, off.lon, off.lat, UnitStatus.OFF_DUTY)
     again = incident_recommend_units(incident=incident, k=5)
     ids = [r.unit.pk for r in again.units]
     assert busy.pk not in ids and off.pk not in ids
     assert ids[:3] == [r.unit.pk for r in first.units[2:5]]
     assert again.considered == first.considered - 2
     # Back on duty, the unit is recommended again.
-    unit_set_position(unit=busy, actor=operator, lon=busy.lon, lat=busy.lat, status=UnitStatus.AVAILABLE)
+    _move(busy, busy.lon, busy.lat, UnitStatus.AVAILABLE)
     assert incident_recommend_units(incident=incident, k=1).units[0].unit.pk == busy.pk
 
 
@@ -204,18 +205,13 @@ def test_network_reads_the_real_extract(helsinki: roads.RoadNetwork) -> None:
 
 
 def test_road_ranking_agrees_with_networkx_shortest_paths(
-    helsinki: roads.RoadNetwork, operator: User
+    helsinki: roads.RoadNetwork,
 ) -> None:
     rng = np.random.default_rng(7)
     lon0, lat0, lon1, lat1 = helsinki.summary()["bounds"]
     units = _available()
     for unit in units:
-        unit_set_position(
-            unit=unit,
-            actor=operator,
-            lon=float(rng.uniform(lon0, lon1)),
-            lat=float(rng.uniform(lat0, lat1)),
-        )
+        _move(unit, float(rng.uniform(lon0, lon1)), float(rng.uniform(lat0, lat1)))
     target = (24.9440, 60.1700)
     k = 10
     found = units_recommend(lon=target[0], lat=target[1], k=k, network=helsinki)
@@ -252,10 +248,10 @@ def test_road_ranking_agrees_with_networkx_shortest_paths(
         assert got.distance_m == pytest.approx(distance, rel=1e-6)
 
 
-def test_units_far_from_the_network_fall_back_per_unit(helsinki: roads.RoadNetwork, operator: User) -> None:
+def test_units_far_from_the_network_fall_back_per_unit(helsinki: roads.RoadNetwork) -> None:
     # The demo city's units are in Shenzhen; move one to Helsinki: only it is ranked by road.
     unit = _available()[0]
-    unit_set_position(unit=unit, actor=operator, lon=24.9440, lat=60.1710)
+    _move(unit, 24.9440, 60.1710)
     found = units_recommend(lon=24.9440, lat=60.1700, k=3, network=helsinki)
     assert found.method == "road"
     assert [r.method for r in found.units] == ["road", "straight_line", "straight_line"]
@@ -323,18 +319,17 @@ def test_api_straight_line_without_a_network(client_for: Any) -> None:
 
 
 def test_api_uses_the_configured_road_network(
-    client_for: Any, settings: Any, helsinki: roads.RoadNetwork, tmp_path: Path, operator: User
+    client_for: Any, settings: Any, helsinki: roads.RoadNetwork, tmp_path: Path
 ) -> None:
     incident = report()
     path = _relocated(helsinki, incident.lon, incident.lat, tmp_path / "roads.npz")
     settings.ROAD_NETWORK_FILE = str(path)
     rng = np.random.default_rng(3)
     for unit in _available()[:20]:
-        unit_set_position(
-            unit=unit,
-            actor=operator,
-            lon=incident.lon + float(rng.uniform(-0.006, 0.006)),
-            lat=incident.lat + float(rng.uniform(-0.006, 0.006)),
+        _move(
+            unit,
+            incident.lon + float(rng.uniform(-0.006, 0.006)),
+            incident.lat + float(rng.uniform(-0.006, 0.006)),
         )
     body = client_for("operator").get(URL.format(incident.pk), {"k": 5, "kind": ""}).json()
     assert body["method"] == "road"

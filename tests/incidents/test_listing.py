@@ -68,7 +68,7 @@ def test_visibility_by_role(client_for):
     assert detail["allowed_actions"] == []  # departments act on their orders, not on the incident
 
 
-def test_phone_numbers_masked_except_for_the_centre(client_for):
+def test_phone_numbers_masked_for_everyone_and_revealed_only_with_a_reason(client_for):
     from incidents.services import ReportInput, report_submit
     from tests.support.factories import point_in
 
@@ -78,14 +78,19 @@ def test_phone_numbers_masked_except_for_the_centre(client_for):
         data=ReportInput(category="UM02", description="井盖", lon=lon, lat=lat, reporter_phone="13812341234"),
         idempotency_key="mask-1",
     ).incident
-    assert (
-        client_for("operator").get(f"/api/v1/incidents/{incident.pk}/").json()["reports"][0]["reporter_phone"]
-        == "13812341234"
+    for username in ("operator", "grid01"):
+        detail = client_for(username).get(f"/api/v1/incidents/{incident.pk}/").json()
+        assert detail["reports"][0]["reporter_phone"] == "138****1234", username
+    # The clear number only through the audited reveal, with a reason, for the command centre.
+    revealed = client_for("operator").post(
+        f"/api/v1/incidents/{incident.pk}/reveal/", {"reason": "回访报告人"}, format="json"
     )
-    assert (
-        client_for("grid01").get(f"/api/v1/incidents/{incident.pk}/").json()["reports"][0]["reporter_phone"]
-        == "138****1234"
+    assert revealed.status_code == 200, revealed.content
+    assert "13812341234" in revealed.content.decode()
+    refused = client_for("grid01").post(
+        f"/api/v1/incidents/{incident.pk}/reveal/", {"reason": "x"}, format="json"
     )
+    assert refused.status_code in (403, 404)
 
 
 def test_detail_has_timeline_with_who_role_source_and_reason(client_for):
