@@ -100,7 +100,8 @@ def main() -> None:
         print(f"first request (builds the index in the process): {first:.0f} ms, status {status}")
         for lon, lat in points[:200]:  # warm-up
             timed(http_conn, f"/api/v1/geocode/?lon={lon}&lat={lat}", token)
-        ours, statuses = [], {}
+        ours: list[float] = []
+        statuses: dict[int, int] = {}
         for lon, lat in points:
             ms, status = timed(http_conn, f"/api/v1/geocode/?lon={lon:.6f}&lat={lat:.6f}", token)
             ours.append(ms)
