@@ -201,6 +201,14 @@ BACKGROUND_IN_PROCESS = env_bool("BACKGROUND_IN_PROCESS", not REDIS_URL)
 # Warnings: the issuing organisation's code in CAP identifiers (GB/T 35965.1 style); set per site.
 WARNING_ISSUER_CODE = os.environ.get("WARNING_ISSUER_CODE", "44030000000000")
 
+# Maps and units: an optional base-tile URL (the map works on our own territory outlines without one),
+# and an optional road network (.osm.pbf or a saved .npz) for travel-time unit recommendation.
+MAP_TILE_URL = os.environ.get("MAP_TILE_URL", "")
+MAP_TILE_ATTRIBUTION = os.environ.get("MAP_TILE_ATTRIBUTION", "")
+ROAD_NETWORK_FILE = os.environ.get("ROAD_NETWORK_FILE") or None
+STRAIGHT_LINE_SPEED_KMH = env_float("STRAIGHT_LINE_SPEED_KMH", 30)
+STRAIGHT_LINE_DETOUR = env_float("STRAIGHT_LINE_DETOUR", 1.3)
+
 DEMO_PASSWORD = "demo-pass-2026"
 
 LOGGING = {
