@@ -63,9 +63,9 @@ class World:
                 "BACKGROUND_IN_PROCESS": "0",
                 "LOG_LEVEL": "WARNING",
                 "WS_RATE_BURST": "1000",
-            # One reporter posts every sample: the production per-user limit would throttle the bench.
-            "RATE_REPORT": "1000000/min",
-            "RATE_LOGIN": "1000000/min",
+                # One reporter posts every sample: the production per-user limit would throttle the bench.
+                "RATE_REPORT": "1000000/min",
+                "RATE_LOGIN": "1000000/min",
             }
         )
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -192,10 +192,14 @@ class Client:
                     await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
 
 
-async def open_clients(base: str, ticket_list: list[str], watch: Any, batch: int = 200) -> list[Client]:
+async def open_clients(base: str, names: list[str], watch: Any, batch: int = 200) -> list[Client]:
+    """Open one socket per username, a batch at a time; tickets are issued per batch (they live 60 s)."""
+    from asgiref.sync import sync_to_async
+
     clients = []
-    for start in range(0, len(ticket_list), batch):
-        chunk = [Client(base, t) for t in ticket_list[start : start + batch]]
+    for start in range(0, len(names), batch):
+        ticket_list = await sync_to_async(tickets)(names[start : start + batch])
+        chunk = [Client(base, t) for t in ticket_list]
         for client in chunk:
             client.task = asyncio.ensure_future(client.run(watch))
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in chunk)), 120)
@@ -222,7 +226,6 @@ def post_report(base: str, token: str, lon: float, lat: float) -> tuple[int, dic
 
 async def intake_latency(world: World, a: str, b: str, others: int, samples: int) -> list[float]:
     """POST a traffic accident on A → order.created at the lead police client on B, with `others` idle."""
-    from asgiref.sync import sync_to_async
     from rest_framework.authtoken.models import Token
 
     from command.demo import DISTRICT_SLUGS
@@ -234,12 +237,12 @@ async def intake_latency(world: World, a: str, b: str, others: int, samples: int
     police = f"police_{DISTRICT_SLUGS[grid[:6]]}"
     token = Token.objects.get_or_create(user=User.objects.get(username="grid01"))[0].key
     idle_names = bench_users(others)
-    idle = await open_clients(b, await sync_to_async(tickets)(idle_names[: others // 2]), lambda m: None)
-    idle += await open_clients(a, await sync_to_async(tickets)(idle_names[others // 2 :]), lambda m: None)
+    idle = await open_clients(b, idle_names[: others // 2], lambda m: None)
+    idle += await open_clients(a, idle_names[others // 2 :], lambda m: None)
     lead = (
         await open_clients(
             b,
-            await sync_to_async(tickets)([police]),
+            [police],
             lambda m: (
                 str(m["data"]["incident_id"])
                 if m["event"] == "order.created" and m["data"]["role"] == "lead"
@@ -271,15 +274,12 @@ async def warning_fanout(a: str, b: str, n: int) -> tuple[float, float, float]:
     from realtime.publish import publish
 
     names = bench_users(n)
-    ticket_list = await sync_to_async(tickets)(names)
     marker = uuid.uuid4().hex
 
     def watch(m):
         return marker if m["event"] == "warning.issued" and m["data"]["headline"] == marker else None
 
-    clients = await open_clients(a, ticket_list[: n // 2], watch) + await open_clients(
-        b, ticket_list[n // 2 :], watch
-    )
+    clients = await open_clients(a, names[: n // 2], watch) + await open_clients(b, names[n // 2 :], watch)
     ids = list(User.objects.filter(username__in=names).values_list("pk", flat=True))
     await asyncio.sleep(1)
 
@@ -336,11 +336,10 @@ async def bare_baselines(bare: str, n_fanout: int, samples: int) -> tuple[list[f
 
 async def idle_memory(a: str, pid: int, n: int) -> float:
     """RSS growth of one daphne process per idle connection, in KB."""
-    from asgiref.sync import sync_to_async
 
     names = bench_users(n)
     before = rss_kb(pid)
-    clients = await open_clients(a, await sync_to_async(tickets)(names), lambda m: None)
+    clients = await open_clients(a, names, lambda m: None)
     await asyncio.sleep(2)
     after = rss_kb(pid)
     await close_clients(clients)
