@@ -1,6 +1,6 @@
 """The per-process hub: one channel-layer subscription per process, local fan-out to its sockets.
 
-Channels' group_send costs one message per group member; here each event crosses the channel layer
+Channels' group fan-out costs one channel-layer message per member; here each event crosses the channel layer
 once per process and the hub hands it to the local sockets of its recipients. The hub also beats the
 presence heartbeat for its sockets and closes the sockets of users who were deactivated or whose role
 or department changed (checked every AUTH_RECHECK_S seconds in one query for the whole process).

@@ -63,7 +63,7 @@ def _as_superuser(*statements: tuple[str, list[Any]]) -> None:
 @pytest.fixture(autouse=True)
 def _postgres_only(request: Any) -> None:
     if connection.vendor != "postgresql" and "sqlite_ok" not in request.keywords:
-        pytest.skip("the append-only trigger and the tampering tests need PostgreSQL")
+        pytest.fail("the append-only trigger and the tampering tests need PostgreSQL (the suite's default)")
 
 
 # ------------------------------------------------------------------------------------------ writing
