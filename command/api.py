@@ -22,15 +22,11 @@ from command.constants import Role
 from command.models import Department, DispatchOrder, OrderStatus, Unit
 from command.selectors import orders_visible_to, overdue_board, units_visible_to
 from command.services import linkage_proposal, order_act, rule_snapshot, unit_set_position
+from config.api import error_response
 from gis.models import TerritoryUnit
 from incidents.models import Source
 from incidents.selectors import incidents_visible_to
 from incidents.services import ActionError
-
-
-def error_response(code: int, detail: str, **extra: Any) -> Response:
-    """The shared error shape {"error": {"status", "detail", …}}."""
-    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)
 
 
 class TokenView(APIView):

@@ -39,14 +39,10 @@ from command.stats import (
     period_compare,
     unit_summary,
 )
+from config.api import error_response
 from gis.models import TerritoryUnit
 from incidents.models import Source
 from incidents.privacy import can_see_personal
-
-
-def error_response(code: int, detail: str, **extra: Any) -> Response:
-    """The shared error shape {"error": {"status", "detail", …}}."""
-    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)
 
 
 def bad_query(exc: StatsQueryError) -> Response:

@@ -33,15 +33,11 @@ from command.warnings import (
     warning_import_cap,
     warnings_visible_to,
 )
+from config.api import error_response
 from incidents.models import Source
 from incidents.services import ActionError
 
 CENTRE = (Role.OPERATOR, Role.COMMANDER)
-
-
-def error_response(code: int, detail: str, **extra: Any) -> Response:
-    """The shared error shape {"error": {"status", "detail", …}}."""
-    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)
 
 
 def _user(user: Any) -> dict[str, Any] | None:

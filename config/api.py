@@ -25,3 +25,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["code"] = code
     response.data = {"error": body}
     return response
+
+
+def error_response(code: int, detail: str, **extra: Any) -> Response:
+    """The shared error shape {"error": {"status", "detail", …}} for views that answer errors themselves."""
+    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)

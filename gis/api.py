@@ -12,14 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import error_response
 from gis.features import LEVELS, MAX_SIMPLIFY_M, FeatureQueryError, parse_feature_query, territory_geojson
 from gis.geocoding import InvalidCoordinate, OutsideTerritory, geocode_point
 from gis.places import MAX_LIMIT, MAX_REVERSE_RADIUS_M, SEARCH_KINDS, address_search, reverse_geocode
-
-
-def error_response(code: int, detail: str, **extra: Any) -> Response:
-    """The shared error shape {"error": {"status", "detail", …}}."""
-    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)
 
 
 def _outside_response(exc: OutsideTerritory) -> Response:

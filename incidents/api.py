@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import error_response
 from gis.geocoding import InvalidCoordinate, OutsideTerritory
 from incidents import rules
 from incidents.models import Category, Incident, Source, Status
@@ -31,11 +32,6 @@ from incidents.services import (
     incident_act,
     report_submit,
 )
-
-
-def error_response(code: int, detail: str, **extra: Any) -> Response:
-    """The shared error shape {"error": {"status", "detail", …}}."""
-    return Response({"error": {"status": code, "detail": detail, **extra}}, status=code)
 
 
 class CategorySerializer(serializers.ModelSerializer[Category]):

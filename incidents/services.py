@@ -869,48 +869,31 @@ def _enter_stage(incident: Incident, now: datetime) -> None:
 def deadlines_tick(*, now: datetime | None = None) -> tuple[int, int]:
     """Fire due-soon and overdue marks that have come due; each fires once even with several workers."""
     now = now or _now()
-    warned = overdue = 0
-    active = list(rules.ACTIVE)
-    due_soon = Incident.objects.filter(
-        status__in=active, suspended_at__isnull=True, warned_at__isnull=True, warn_at__lte=now
-    ).values_list("pk", "stage")
-    for pk, stage in due_soon:
-        with transaction.atomic():
-            # The conditional update is the once-only guard: a second worker finds warned_at set.
-            if Incident.objects.filter(
-                pk=pk, stage=stage, warned_at__isnull=True, suspended_at__isnull=True
-            ).update(warned_at=now):
-                incident = Incident.objects.select_related("category", "grade").get(pk=pk)
-                _record(
-                    incident,
-                    actor=None,
-                    action="due_soon",
-                    source=Source.SYSTEM,
-                    from_status=incident.status,
-                    to_status=incident.status,
-                    data={"stage": stage, "due_at": _iso(incident.due_at)},
-                )
-                warned += 1
-    late = Incident.objects.filter(
-        status__in=active, suspended_at__isnull=True, overdue_at__isnull=True, due_at__lte=now
-    ).values_list("pk", "stage")
-    for pk, stage in late:
-        with transaction.atomic():
-            if Incident.objects.filter(
-                pk=pk, stage=stage, overdue_at__isnull=True, suspended_at__isnull=True
-            ).update(overdue_at=now):
-                incident = Incident.objects.select_related("category", "grade").get(pk=pk)
-                _record(
-                    incident,
-                    actor=None,
-                    action="overdue",
-                    source=Source.SYSTEM,
-                    from_status=incident.status,
-                    to_status=incident.status,
-                    data={"stage": stage, "due_at": _iso(incident.due_at)},
-                )
-                overdue += 1
+    warned = _fire_marks(mark="warned_at", when="warn_at", action="due_soon", now=now)
+    overdue = _fire_marks(mark="overdue_at", when="due_at", action="overdue", now=now)
     return warned, overdue
+
+
+def _fire_marks(*, mark: str, when: str, action: str, now: datetime) -> int:
+    """Set `mark` on active, running incidents whose `when` has passed, with a timeline row each."""
+    running = {"status__in": list(rules.ACTIVE), "suspended_at__isnull": True, f"{mark}__isnull": True}
+    fired = 0
+    for pk, stage in Incident.objects.filter(**running, **{f"{when}__lte": now}).values_list("pk", "stage"):
+        with transaction.atomic():
+            # The conditional update is the once-only guard: a second worker finds the mark set.
+            if Incident.objects.filter(pk=pk, stage=stage, **running).update(**{mark: now}):
+                incident = Incident.objects.select_related("category", "grade").get(pk=pk)
+                _record(
+                    incident,
+                    actor=None,
+                    action=action,
+                    source=Source.SYSTEM,
+                    from_status=incident.status,
+                    to_status=incident.status,
+                    data={"stage": stage, "due_at": _iso(incident.due_at)},
+                )
+                fired += 1
+    return fired
 
 
 # ------------------------------------------------------------------------------------ timeline, events
