@@ -38,6 +38,7 @@ from incidents.services import (
     incident_mark_dispatched,
     incident_record,
     incident_system_transition,
+    retry_on_deadlock,
 )
 from realtime.publish import publish
 
@@ -446,6 +447,10 @@ def order_act(
 ) -> DispatchOrder:
     """Carry out one action on a dispatch order (raises rules.OrderActionRefused or ActionError)."""
     payload = payload or {}
+    return retry_on_deadlock(lambda: _order_act(order_id, actor, action, source, payload))
+
+
+def _order_act(order_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]) -> DispatchOrder:
     with transaction.atomic():
         order = (
             DispatchOrder.objects.select_for_update(of=("self",))

@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -41,6 +42,7 @@ from incidents.photos import CheckedPhoto
 from realtime.publish import publish
 
 User = get_user_model()
+T = TypeVar("T")
 
 
 class IntakeError(ValueError):
@@ -310,6 +312,20 @@ def _find_duplicates(incident: Incident) -> list[int]:
 
 # --------------------------------------------------------------------------------------------- actions
 
+
+def retry_on_deadlock(work: Callable[[], T], attempts: int = 3) -> T:
+    """Run a transaction, again when PostgreSQL aborted it to break a deadlock (our transaction only)."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except OperationalError as exc:
+            # Inside someone else's transaction a retry is theirs to make; only our own is retried.
+            if connection.in_atomic_block or attempt == attempts - 1 or "deadlock" not in str(exc).lower():
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 # Actions carried out by other apps (dispatch belongs to command); registered in their AppConfig.ready.
 ActionHandler = Callable[..., Incident]
 ACTION_HANDLERS: dict[str, ActionHandler] = {}
@@ -330,6 +346,12 @@ def incident_act(
 ) -> Incident:
     """Carry out one action of the closed loop (raises rules.ActionRefused or ActionError)."""
     payload = payload or {}
+    return retry_on_deadlock(lambda: _incident_act(incident_id, actor, action, source, payload))
+
+
+def _incident_act(
+    incident_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]
+) -> Incident:
     with transaction.atomic():
         incident = (
             Incident.objects.select_for_update(of=("self",))
