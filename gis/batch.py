@@ -1,7 +1,7 @@
 """Batch geocoding of CSV and Parquet files in chunks of bounded size (pure: no Django import).
 
 `geocode_file` reads the input in record batches of at most ``chunk_rows`` rows, geocodes each batch's
-lon/lat with `TerritoryIndex.geocode_many` and appends it to the output, so memory stays flat however
+lon/lat with `TerritoryIndex.locate_many` and appends it to the output, so memory stays flat however
 large the file is. Every input column is kept as it was read (a CSV's columns as text, byte for byte; a
 Parquet file's with their types) and seven columns are added: ``district_code``, ``street_code``,
 ``community_code``, ``grid_code``, ``block_code`` (strings; empty/null when unresolved) and
@@ -12,15 +12,20 @@ the report with the first few row numbers (1-based, the header not counted); so 
 the snap tolerance from every grid ("outside").
 
 Engines: ``single`` runs in this process: pyarrow parses ahead, numpy geocodes in this thread and a
-writer thread encodes the previous chunk. ``dask`` splits the input into partitions (byte ranges of a
-CSV cut at line ends, groups of Parquet row groups) and runs them as dask tasks on the processes
-scheduler, each worker process loading the index once from a pickle written beside the output; each task
-writes a part file (CSV text, or Arrow IPC for a Parquet output) and the parts are joined in order (CSV
-by copying bytes, Parquet by encoding once). The output has the single engine's rows and values (a CSV,
-byte for byte). The task function takes only paths and small records and returns a report, so the same
-tasks can be submitted to a dask.distributed cluster whose workers see the output's directory. A CSV
-partition boundary is a line end, so the dask engine needs CSV files without line breaks inside quoted
-values (as dask's own read_csv does).
+writer thread encodes the previous chunk. ``dask`` cuts the input into pieces (byte ranges of about
+``partition_bytes`` of a CSV, cut at line ends; row ranges of at most ``chunk_rows`` rows of a Parquet
+row group) and runs a dask graph of them on dask's threaded scheduler with ``workers`` threads, which
+share the one index in memory (no worker processes to start, no pickled index, no part files to join):
+a task per piece reads and geocodes it, and a chain of write tasks appends the pieces' output to the
+output file in input order. A piece is read only once the piece ``2 * workers`` places before it is
+written, so memory stays bounded by a few pieces. Almost all of the work (Arrow parsing and compute,
+numpy) releases the GIL, so the threads use the cores in parallel. The output is the single engine's
+(a CSV byte for byte). A CSV piece boundary is a line end, so the dask engine needs CSV files without
+line breaks inside quoted values (as dask's own read_csv does) and cannot split a gzip file.
+
+Geocoding a chunk creates no Python object per row: `TerritoryIndex.locate_many` gives grid and block
+positions, Arrow's ``take`` maps them to the code columns, and arrays are built from numpy buffers
+(``pa.array`` would also import pandas, a second or more, on its first call).
 
 dask-geopandas is not used: the index takes lon/lat arrays, and making a shapely Point per row only to
 take its x and y back would cost about as much as geocoding itself.
@@ -32,19 +37,20 @@ leaves a truncated file under the requested name.
 from __future__ import annotations
 
 import csv
+import ctypes
 import gzip
 import io
 import itertools
 import math
 import os
-import pickle
 import queue
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -67,6 +73,7 @@ __all__ = [
     "BatchError",
     "BatchReport",
     "geocode_file",
+    "tune_allocator",
 ]
 
 CODE_COLUMNS: Final = ("district_code", "street_code", "community_code", "grid_code", "block_code")
@@ -75,16 +82,47 @@ ADDED_COLUMNS: Final = CODE_COLUMNS + FLAG_COLUMNS
 ENGINES: Final = ("single", "dask")
 DEFAULT_CHUNK_ROWS: Final = 262_144
 MAX_BAD_EXAMPLES: Final = 10
-# Bytes of CSV text per dask partition: large enough that a task's fixed cost (process hop, part file)
-# is small against its work, small enough that a partition held in memory is modest.
-DEFAULT_PARTITION_BYTES: Final = 32 * 2**20
+# Bytes of CSV text per dask piece: a task's fixed cost (a reader, a few dask callbacks) is well under a
+# millisecond, and a piece's output waits in memory for its turn to be written, so pieces stay small;
+# many pieces also keep both threads busy to the end.
+DEFAULT_PARTITION_BYTES: Final = 4 * 2**20
+# Pieces that may be read or geocoded ahead of the last one written, per worker thread.
+_WINDOW_PER_WORKER: Final = 2
 # The CSV reader's memory is a few blocks, whatever the file size; larger blocks bought no speed.
 _CSV_BLOCK: Final = 1 * 2**20
-_COPY_BLOCK: Final = 8 * 2**20
 _PARQUET_COMPRESSION: Final = "zstd"
 
-# "arrow" (Arrow IPC, uncompressed) is only used for the dask engine's part files.
-_Kind = Literal["csv", "parquet", "arrow"]
+_Kind = Literal["csv", "parquet"]
+
+
+# glibc mallopt(3) parameters.
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+_MMAP_THRESHOLD: Final = 32 * 2**20  # glibc's largest on 64-bit
+_TRIM_THRESHOLD: Final = 2**30
+
+
+def tune_allocator() -> bool:
+    """Let the C heap keep freed memory for reuse instead of returning it to the kernel (glibc only).
+
+    Geocoding makes numpy temporaries of a few MiB per chunk. With glibc's defaults each is a fresh
+    mapping or is trimmed off the heap when freed, so every 4 KiB page is faulted in again on the next
+    chunk: 540,000 page faults and about half the CPU time of a 2,000,000-row run were spent so
+    (measured with pyarrow 26, numpy 2.4, glibc 2.36). Raising the mmap threshold to
+    glibc's maximum (32 MiB) and the trim threshold to 1 GiB keeps that memory in the process, which
+    then stays at its peak size until it exits. This is process-wide, so the geocode_batch command and
+    the benchmark call it (before `geocode_file`); a long-lived process need not. Returns whether it
+    applied (False where the C library is not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mmap_set = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    trim_set = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    return bool(mmap_set and trim_set)
 
 
 class BatchError(ValueError):
@@ -95,11 +133,6 @@ class BatchError(ValueError):
 class _Format:
     kind: _Kind
     gzip: bool = False
-
-    @property
-    def part_format(self) -> _Format:
-        """What a dask partition writes for this output: CSV text to concatenate, else Arrow IPC."""
-        return _Format("csv") if self.kind == "csv" else _Format("arrow")
 
 
 def _file_format(path: Path, role: str) -> _Format:
@@ -135,7 +168,7 @@ class BatchReport:
 
     engine: str = "single"
     workers: int = 1
-    partitions: int = 1
+    partitions: int = 1  # dask pieces (1 for the single engine)
     rows: int = 0
     chunks: int = 0
     max_chunk_rows: int = 0
@@ -152,11 +185,10 @@ class BatchReport:
     cpu_seconds: float = 0.0
     task_seconds: float = 0.0
     compute_seconds: float = 0.0
-    join_seconds: float = 0.0
     peak_arrow_bytes: int = 0
 
     def merge(self, other: BatchReport, *, row_offset: int = 0) -> None:
-        """Add a partition's counts into this report; its row numbers start after row_offset rows."""
+        """Add a piece's counts into this report; its row numbers start after row_offset rows."""
         self.rows += other.rows
         self.chunks += other.chunks
         self.max_chunk_rows = max(self.max_chunk_rows, other.max_chunk_rows)
@@ -198,7 +230,7 @@ class BatchReport:
         """The report as a few human-readable lines."""
         lines = [
             f"rows: {self.rows:,} in {self.chunks:,} chunk(s) of at most {self.max_chunk_rows:,} rows "
-            f"({self.engine} engine, {self.workers} worker(s), {self.partitions} partition(s))",
+            f"({self.engine} engine, {self.workers} worker(s), {self.partitions} piece(s))",
             f"resolved: {self.resolved:,} (snapped {self.snapped:,}, "
             f"near a boundary {self.near_boundary:,}); "
             f"outside the territory: {self.outside:,}; bad lon/lat: {self.bad:,}",
@@ -214,14 +246,15 @@ class BatchReport:
         lines.append(
             f"stages: geocode_many {self.geocode_seconds:.2f} s = {self.geocode_points_per_second:,.0f} "
             f"points/s; waiting for input {self.read_seconds:.2f} s; writing {self.write_seconds:.2f} s "
-            "(in a writer thread, overlapping)"
+            + ("(summed over the threads)" if self.engine == "dask" else "(in a writer thread, overlapping)")
         )
         if self.engine == "dask":
+            busy = self.task_seconds / (self.compute_seconds * self.workers) if self.compute_seconds else 0.0
             lines.append(
-                f"dask: {self.compute_seconds:.2f} s running {self.partitions} task(s) on {self.workers} "
-                f"worker(s) ({self.task_seconds:.2f} s of task time, so about "
-                f"{max(self.compute_seconds - self.task_seconds / self.workers, 0.0):.2f} s starting "
-                f"processes and scheduling); joining the parts {self.join_seconds:.2f} s"
+                f"dask: {self.partitions} piece(s) on {self.workers} thread(s) in "
+                f"{self.compute_seconds:.2f} s ({self.task_seconds:.2f} s inside geocoding tasks, so the "
+                f"threads were {busy:.0%} busy with them; the rest is the ordered writes, scheduling and "
+                "waiting for a core)"
             )
         return lines
 
@@ -326,8 +359,8 @@ def _numeric_or_text(kind: pa.DataType) -> bool:
     )
 
 
-def _csv_reader(source: _Source, stream: Any) -> pacsv.CSVStreamingReader:
-    read_options = pacsv.ReadOptions(block_size=_CSV_BLOCK, encoding=source.encoding, use_threads=True)
+def _csv_reader(source: _Source, stream: Any, *, use_threads: bool = True) -> pacsv.CSVStreamingReader:
+    read_options = pacsv.ReadOptions(block_size=_CSV_BLOCK, encoding=source.encoding, use_threads=use_threads)
     # Every column as text: type inference from the first block would fail on a later block that
     # does not fit, and would rewrite values such as "007" or "1.50" on their way to the output.
     convert_options = pacsv.ConvertOptions(
@@ -386,6 +419,68 @@ def _read_whole(source: _Source, chunk_rows: int, position: list[int]) -> Iterat
 # ---------------------------------------------------------------------------------------------
 
 
+def _buffer_array(kind: pa.DataType, values: np.ndarray) -> pa.Array:
+    """A non-null Arrow array of a fixed-width type over a numpy array's memory (no copy)."""
+    return pa.Array.from_buffers(kind, values.size, [None, pa.py_buffer(values)])
+
+
+def _bool_array(flags: np.ndarray) -> pa.Array:
+    """A non-null Arrow boolean array from a numpy one (bit-packed, no Python objects)."""
+    return pa.Array.from_buffers(
+        pa.bool_(), flags.size, [None, pa.py_buffer(np.packbits(flags, bitorder="little"))]
+    )
+
+
+def _string_array(values: list[str | None]) -> pa.Array:
+    """An Arrow string array built from its buffers (None is null)."""
+    data = [b"" if v is None else v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=offsets[1:])
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(data),
+        [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))],
+        null_count=len(values) - int(np.count_nonzero(valid)),
+    )
+
+
+def _validity(column: pa.Array) -> np.ndarray:
+    """Which items of an Arrow array are not null, as a numpy boolean array."""
+    if column.null_count == 0:
+        return np.ones(len(column), dtype=bool)
+    bits = np.frombuffer(column.buffers()[0], dtype=np.uint8)
+    count = column.offset + len(column)
+    return np.unpackbits(bits, count=count, bitorder="little")[column.offset :].astype(bool)
+
+
+def _float_values(column: pa.Array) -> np.ndarray:
+    """A float64 Arrow array as a numpy array, NaN where null (Array.to_numpy would import pandas)."""
+    if len(column) == 0:
+        return np.zeros(0, dtype=np.float64)
+    data = np.frombuffer(column.buffers()[1], dtype=np.float64, count=column.offset + len(column))
+    values = data[column.offset :]
+    if column.null_count:
+        values = np.where(_validity(column), values, np.nan)
+    return values
+
+
+def _blank_as_null(column: pa.Array) -> pa.Array:
+    """A string array with its empty strings made null (same buffers, a new validity bitmap)."""
+    kind = np.int64 if pa.types.is_large_string(column.type) else np.int32
+    buffers = column.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=kind, count=column.offset + len(column) + 1)
+    keep = np.zeros(column.offset + len(column), dtype=bool)
+    keep[column.offset :] = (np.diff(offsets[column.offset :]) > 0) & _validity(column)
+    return pa.Array.from_buffers(
+        column.type,
+        len(column),
+        [pa.py_buffer(np.packbits(keep, bitorder="little")), buffers[1], buffers[2]],
+        offset=column.offset,
+    )
+
+
 def _as_float(column: pa.Array) -> np.ndarray:
     """A coordinate column as float64 with NaN for missing or unparsable values."""
     if pa.types.is_dictionary(column.type):
@@ -396,15 +491,14 @@ def _as_float(column: pa.Array) -> np.ndarray:
         except pa.ArrowInvalid:
             # Blanks and empty cells are the usual culprits and stay vectorised; a chunk with other junk
             # is parsed value by value, the junk becoming NaN to be reported.
-            trimmed = pc.utf8_trim_whitespace(column)
-            trimmed = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, trimmed.type), trimmed)
+            trimmed = _blank_as_null(pc.utf8_trim_whitespace(column))
             try:
                 column = pc.cast(trimmed, pa.float64())
             except pa.ArrowInvalid:
                 return np.array([_parse_float(v) for v in trimmed.to_pylist()], dtype=np.float64)
     else:
         column = pc.cast(column, pa.float64())
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return _float_values(column)
 
 
 def _parse_float(value: str | None) -> float:
@@ -426,16 +520,29 @@ def _problem(field: str, raw: Any, value: float, limit: float) -> str | None:
     return None
 
 
-def _geocode_batch(
-    index: TerritoryIndex,
-    source: _Source,
-    batch: pa.RecordBatch,
-    out_schema: pa.Schema,
-    crs: str,
-    first_row: int,
-    report: BatchReport,
-) -> pa.RecordBatch:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What geocoding a chunk needs: the index, its code columns in Arrow, the input and the datum."""
+
+    index: TerritoryIndex
+    source: _Source
+    out_schema: pa.Schema
+    crs: str
+    # Per CODE_COLUMNS: the codes by position + 1 (item 0 is null, for position -1 = none).
+    codes: tuple[pa.Array, ...]
+
+    @classmethod
+    def create(cls, index: TerritoryIndex, source: _Source, crs: str) -> _Job:
+        codes = []
+        for name in CODE_COLUMNS:
+            table = index.code_table(name)  # last item None, for position -1
+            codes.append(_string_array([None, *table[:-1].tolist()]))
+        return cls(index, source, _output_schema(source), crs, tuple(codes))
+
+
+def _geocode_batch(job: _Job, batch: pa.RecordBatch, first_row: int, report: BatchReport) -> pa.RecordBatch:
     """Geocode one batch into the output batch (input columns + added ones) and count into report."""
+    source = job.source
     n = batch.num_rows
     lon = _as_float(batch.column(source.lon_index))
     lat = _as_float(batch.column(source.lat_index))
@@ -456,34 +563,38 @@ def _geocode_batch(
             ]
             report.bad_rows.append((first_row + i + 1, "; ".join(problems)))
         lon, lat = lon[valid], lat[valid]
-    if crs not in ("wgs84", "cgcs2000"):
-        lon, lat = to_wgs84_many(lon, lat, crs)
+    if job.crs not in ("wgs84", "cgcs2000"):
+        lon, lat = to_wgs84_many(lon, lat, job.crs)
     t0 = time.perf_counter()
-    result = index.geocode_many(lon, lat, with_block=True)
+    result = job.index.locate_many(lon, lat, with_block=True)
     report.geocode_seconds += time.perf_counter() - t0
-    unresolved = int(np.count_nonzero(np.isnan(result["boundary_distance_m"])))
+    unresolved = int(np.count_nonzero(result["grid"] < 0))
     report.outside += unresolved
     report.resolved += n_valid - unresolved
     report.snapped += int(np.count_nonzero(result["snapped"]))
     report.near_boundary += int(np.count_nonzero(result["near_boundary"]))
-    added: list[pa.Array] = []
-    for name in CODE_COLUMNS:
-        codes = result[name]
-        if not all_valid:
-            codes = np.full(n, None, dtype=object)
-            codes[valid] = result[name]
-        # from_pandas takes None as null without the per-item type checks of the default path.
-        added.append(pa.array(codes, type=pa.string(), from_pandas=True))
+    positions: dict[str, pa.Array] = {}
+    for key in ("grid", "block"):
+        take = np.zeros(n, dtype=np.int32)  # 0 = the null code, also for bad rows
+        if all_valid:
+            np.add(result[key], 1, out=take)
+        else:
+            take[valid] = result[key] + 1
+        positions[key] = _buffer_array(pa.int32(), take)
+    added: list[pa.Array] = [
+        pc.take(codes, positions["block" if name == "block_code" else "grid"])
+        for name, codes in zip(CODE_COLUMNS, job.codes, strict=True)
+    ]
     for name in FLAG_COLUMNS:
         flags = result[name]
         if not all_valid:
             flags = np.zeros(n, dtype=bool)
             flags[valid] = result[name]
-        added.append(pa.array(flags, type=pa.bool_()))
+        added.append(_bool_array(flags))
     report.rows += n
     report.chunks += 1
     report.max_chunk_rows = max(report.max_chunk_rows, n)
-    return pa.RecordBatch.from_arrays([*batch.columns, *added], schema=out_schema)
+    return pa.RecordBatch.from_arrays([*batch.columns, *added], schema=job.out_schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,15 +609,13 @@ def _output_schema(source: _Source) -> pa.Schema:
 
 
 class _Sink:
-    """An incremental CSV, Parquet or Arrow IPC writer with one schema.
+    """An incremental CSV or Parquet writer with one schema.
 
     Parquet batches are gathered into row groups of up to ``group_rows`` rows (CSV blocks give
-    batches of a few ten thousand rows, small for row groups); other formats write at once.
+    batches of a few ten thousand rows, small for row groups); CSV batches are written at once.
     """
 
-    def __init__(
-        self, path: Path, fmt: _Format, schema: pa.Schema, *, header: bool = True, group_rows: int = 0
-    ) -> None:
+    def __init__(self, path: Path, fmt: _Format, schema: pa.Schema, *, group_rows: int = 0) -> None:
         self._stream: Any = None
         self._writer: Any = None
         self._parquet: pq.ParquetWriter | None = None
@@ -523,11 +632,7 @@ class _Sink:
             else:
                 raw = pa.OSFile(str(path), "wb")
                 self._stream = pa.CompressedOutputStream(raw, "gzip") if fmt.gzip else raw
-                if fmt.kind == "csv":
-                    options = pacsv.WriteOptions(include_header=header)
-                    self._writer = pacsv.CSVWriter(self._stream, schema, write_options=options)
-                else:
-                    self._writer = pa.ipc.new_stream(self._stream, schema)
+                self._writer = pacsv.CSVWriter(self._stream, schema)
         except pa.ArrowException as exc:
             self.close()
             hint = "; write Parquet instead" if fmt.kind == "csv" else ""
@@ -586,21 +691,16 @@ def _progress_bar(source: _Source, progress: bool | None) -> tqdm[Any]:
 _WRITE_QUEUE: Final = 2
 
 
-def _run_chunks(
-    index: TerritoryIndex,
-    source: _Source,
-    batches: Iterator[pa.RecordBatch],
-    sink: _Sink,
-    out_schema: pa.Schema,
-    crs: str,
-    report: BatchReport,
-    on_chunk: Callable[[], None] | None = None,
+def _run_single(
+    job: _Job, target: Path, out_fmt: _Format, chunk_rows: int, bar: tqdm[Any], report: BatchReport
 ) -> None:
     """Read, geocode and write chunk after chunk, timing each stage into report.
 
     A writer thread encodes the previous chunk while this thread geocodes the next one (pyarrow's
     writers release the GIL); its queue holds at most two chunks, so memory stays bounded.
     """
+    position = [0]
+    sink = _Sink(target, out_fmt, job.out_schema, group_rows=chunk_rows)
     pending: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=_WRITE_QUEUE)
     failure: list[BaseException] = []
     written = [0.0]
@@ -621,65 +721,54 @@ def _run_chunks(
     cpu0 = time.process_time()
     try:
         t_read = time.perf_counter()
-        for batch in batches:
+        for batch in _read_whole(job.source, chunk_rows, position):
             report.read_seconds += time.perf_counter() - t_read
-            out = _geocode_batch(index, source, batch, out_schema, crs, report.rows, report)
+            out = _geocode_batch(job, batch, report.rows, report)
             if failure:
                 break
             pending.put(out)
             report.peak_arrow_bytes = max(report.peak_arrow_bytes, pa.total_allocated_bytes())
-            if on_chunk is not None:
-                on_chunk()
+            bar.update(position[0] - bar.n)
+            bar.set_postfix_str(f"{report.rows:,} rows", refresh=False)
             t_read = time.perf_counter()
     finally:
         pending.put(None)
         writer.join()
-        report.write_seconds += written[0]
+        t0 = time.perf_counter()
+        sink.close()  # a Parquet file's last row group is encoded here
+        report.write_seconds += written[0] + time.perf_counter() - t0
         report.cpu_seconds += time.process_time() - cpu0
     if failure:
         exc = failure[0]
         if isinstance(exc, pa.ArrowException):
-            raise BatchError(f"cannot write the output: {' '.join(str(exc).split())}") from exc
+            raise _write_failed(exc) from exc
         raise exc
 
 
-def _run_single(
-    index: TerritoryIndex,
-    source: _Source,
-    target: Path,
-    out_fmt: _Format,
-    out_schema: pa.Schema,
-    crs: str,
-    chunk_rows: int,
-    bar: tqdm[Any],
-    report: BatchReport,
-) -> None:
-    position = [0]
-    sink = _Sink(target, out_fmt, out_schema, group_rows=chunk_rows)
-    try:
-
-        def advance() -> None:
-            bar.update(position[0] - bar.n)
-            bar.set_postfix_str(f"{report.rows:,} rows", refresh=False)
-
-        _run_chunks(
-            index, source, _read_whole(source, chunk_rows, position), sink, out_schema, crs, report, advance
-        )
-    finally:
-        sink.close()
+def _write_failed(exc: pa.ArrowException) -> BatchError:
+    return BatchError(f"cannot write the output: {' '.join(str(exc).split())}")
 
 
 @dataclass(frozen=True, slots=True)
-class _Partition:
-    """One dask task's share of the input: a byte range of a CSV or some Parquet row groups."""
+class _Piece:
+    """One dask task's share of the input, in output order.
+
+    A CSV piece is the bytes [start, end) of the file (whole lines); a Parquet piece is the rows
+    [start, end) of one row group.
+    """
 
     number: int
-    start: int = 0
-    end: int = 0
-    row_groups: tuple[int, ...] = ()
+    start: int
+    end: int
+    row_group: int = -1
+
+    @property
+    def progress(self) -> int:
+        """Its share of the progress bar: bytes for a CSV, rows for a Parquet file."""
+        return self.end - self.start
 
 
-def _csv_partitions(source: _Source, count: int) -> list[_Partition]:
+def _csv_pieces(source: _Source, count: int) -> list[_Piece]:
     """Byte ranges of the data lines, cut just after a line end near each of count even splits."""
     begin, size = len(source.header), source.size_bytes
     bounds = [begin]
@@ -705,46 +794,24 @@ def _csv_partitions(source: _Source, count: int) -> list[_Partition]:
             if cut > bounds[-1]:
                 bounds.append(cut)
     bounds.append(size)
-    return [
-        _Partition(number=i, start=a, end=b) for i, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a
-    ]
+    return [_Piece(number=i, start=a, end=b) for i, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a]
 
 
-def _parquet_partitions(source: _Source, count: int) -> list[_Partition]:
-    """Consecutive row groups in count groups of about equal rows."""
+def _parquet_pieces(source: _Source, rows_per_piece: int) -> list[_Piece]:
+    """Row ranges of at most rows_per_piece rows, none straddling two row groups."""
     metadata = pq.ParquetFile(source.path).metadata
-    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    total = sum(sizes)
-    parts: list[_Partition] = []
-    groups: list[int] = []
-    rows = 0
-    for i, size in enumerate(sizes):
-        groups.append(i)
-        rows += size
-        if rows >= total * (len(parts) + 1) / count or i == len(sizes) - 1:
-            parts.append(_Partition(number=len(parts), row_groups=tuple(groups)))
-            groups = []
-    return parts
-
-
-_worker_index: dict[str, TerritoryIndex] = {}
-_worker_lock = threading.Lock()
-
-
-def _load_worker_index(path: str) -> TerritoryIndex:
-    """The index pickled at path, loaded once per worker process."""
-    with _worker_lock:
-        index = _worker_index.get(path)
-        if index is None:
-            with open(path, "rb") as handle:
-                index = pickle.load(handle)  # our own file, written by this run
-            _worker_index.clear()
-            _worker_index[path] = index
-        return index
+    pieces: list[_Piece] = []
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        count = math.ceil(rows / rows_per_piece)
+        for k in range(count):
+            start, end = rows * k // count, rows * (k + 1) // count
+            pieces.append(_Piece(number=len(pieces), start=start, end=end, row_group=group))
+    return pieces
 
 
 class _ByteRange(io.RawIOBase):
-    """A file-like stream of a header followed by bytes [start, end) of a file (a CSV partition)."""
+    """A file-like stream of a header followed by bytes [start, end) of a file (a CSV piece)."""
 
     def __init__(self, path: Path, header: bytes, start: int, end: int) -> None:
         super().__init__()
@@ -774,124 +841,138 @@ class _ByteRange(io.RawIOBase):
         super().close()
 
 
-def _run_partition(
-    index_path: str,
-    source: _Source,
-    partition: _Partition,
-    part_path: str,
-    part_fmt: _Format,
-    crs: str,
-    chunk_rows: int,
-) -> tuple[int, BatchReport]:
-    """A dask task: geocode one partition into its own part file (CSV parts without header)."""
+def _read_row_group(path: Path, group: int, _gate: object) -> pa.Table:
+    """A dask task: decode one Parquet row group (its pieces slice it)."""
+    return pq.ParquetFile(path).read_row_group(group, use_threads=False)
+
+
+def _geocode_piece(
+    job: _Job, chunk_rows: int, piece: _Piece, table: pa.Table | None, _gate: object
+) -> tuple[list[pa.RecordBatch], BatchReport]:
+    """A dask task: read and geocode one piece; return its output batches and its report.
+
+    table is the piece's row group (Parquet input); a CSV piece is read from its byte range here.
+    """
     started = time.perf_counter()
-    index = _load_worker_index(index_path)
     report = BatchReport()
-    out_schema = _output_schema(source)
-    sink = _Sink(Path(part_path), part_fmt, out_schema, header=False, group_rows=chunk_rows)
+    source = job.source
+    output: list[pa.RecordBatch] = []
+    stream: _ByteRange | None = None
     try:
-        if source.fmt.kind == "parquet":
-            batches: Iterator[pa.RecordBatch] = pq.ParquetFile(source.path).iter_batches(
-                batch_size=chunk_rows, row_groups=list(partition.row_groups)
-            )
-            _run_chunks(index, source, _guard(source, batches), sink, out_schema, crs, report)
+        if table is not None:
+            part = table.slice(piece.start, piece.end - piece.start)
+            batches = iter(part.to_batches(max_chunksize=chunk_rows))
         else:
-            with _ByteRange(source.path, source.header, partition.start, partition.end) as stream:
-                batches = _sliced(iter(_csv_reader(source, stream)), chunk_rows)
-                _run_chunks(index, source, _guard(source, batches), sink, out_schema, crs, report)
+            stream = _ByteRange(source.path, source.header, piece.start, piece.end)
+            batches = _sliced(iter(_csv_reader(source, stream, use_threads=False)), chunk_rows)
+        t_read = time.perf_counter()
+        for batch in _guard(source, batches):
+            report.read_seconds += time.perf_counter() - t_read
+            output.append(_geocode_batch(job, batch, report.rows, report))
+            report.peak_arrow_bytes = max(report.peak_arrow_bytes, pa.total_allocated_bytes())
+            t_read = time.perf_counter()
     finally:
-        sink.close()
+        if stream is not None:
+            stream.close()
     report.seconds = time.perf_counter() - started
-    return partition.number, report
+    return output, report
+
+
+def _write_piece(
+    sink: _Sink, produced: tuple[list[pa.RecordBatch], BatchReport], _previous: object
+) -> BatchReport:
+    """A dask task: append one piece's output to the sink (the write tasks form a chain, in order)."""
+    output, report = produced
+    t0 = time.perf_counter()
+    try:
+        for batch in output:
+            sink.write(batch)
+    except pa.ArrowException as exc:
+        raise _write_failed(exc) from exc
+    report.write_seconds += time.perf_counter() - t0
+    return report
 
 
 def _run_dask(
-    index: TerritoryIndex,
-    source: _Source,
+    job: _Job,
     target: Path,
     out_fmt: _Format,
-    out_schema: pa.Schema,
-    crs: str,
     chunk_rows: int,
     workers: int,
     partition_bytes: int,
     bar: tqdm[Any],
     report: BatchReport,
 ) -> None:
-    import cloudpickle
+    """Geocode pieces on dask's threaded scheduler and write them in order (see the module docstring).
+
+    The graph, for pieces 0..n-1 and window w: ``read(i)`` (Parquet: the piece's row group, once per
+    group) -> ``geocode(i)`` -> ``write(i)``, where ``write(i)`` also waits for ``write(i-1)`` and
+    ``geocode(i)`` (and a row group's read) for ``write(i-w)``. So the output is in input order and
+    at most w pieces are held in memory; a thread only idles when the next piece waits for the
+    writes to catch up.
+    """
     import dask
     from dask.callbacks import Callback
 
+    source = job.source
     if source.fmt.kind == "csv" and source.fmt.gzip:
         raise BatchError(f"input {source.path}: a gzip file cannot be split; use --engine single")
-    wanted = max(2 * workers, math.ceil(source.size_bytes / partition_bytes))
     if source.fmt.kind == "csv":
-        partitions = _csv_partitions(source, wanted)
+        pieces = _csv_pieces(source, max(2 * workers, math.ceil(source.size_bytes / partition_bytes)))
     else:
-        partitions = _parquet_partitions(source, wanted)
-    report.partitions = len(partitions)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
-        index_path = os.path.join(scratch, "index.pkl")
-        with open(index_path, "wb") as handle:
-            # cloudpickle: the index holds functions compiled at build time, which plain pickle refuses.
-            cloudpickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        part_fmt = out_fmt.part_format
-        part_paths = [os.path.join(scratch, f"part-{p.number:05d}.{part_fmt.kind}") for p in partitions]
-        tasks = [
-            dask.delayed(_run_partition, pure=False)(index_path, source, p, path, part_fmt, crs, chunk_rows)
-            for p, path in zip(partitions, part_paths, strict=True)
-        ]
-        share = {p.number: p.end - p.start for p in partitions}
+        total = source.num_rows or 0
+        pieces = _parquet_pieces(source, max(1, min(chunk_rows, math.ceil(total / (2 * workers)))))
+    report.partitions = len(pieces)
+    window = _WINDOW_PER_WORKER * workers
+    cpu0 = time.process_time()
+    sink = _Sink(target, out_fmt, job.out_schema, group_rows=chunk_rows)
+    try:
+        # The job (index, schema) and the sink are bound in partials: they are not dask collections,
+        # and the graph only passes pieces, row groups and results between tasks.
+        geocode = dask.delayed(partial(_geocode_piece, job, chunk_rows), pure=False)
+        write = dask.delayed(partial(_write_piece, sink), pure=False)
+        read = dask.delayed(partial(_read_row_group, source.path), pure=False)
+        writes: list[Any] = []
+        groups: dict[int, Any] = {}
+        for piece in pieces:
+            gate = writes[piece.number - window] if piece.number >= window else None
+            table = None
+            if piece.row_group >= 0:
+                if piece.row_group not in groups:
+                    groups[piece.row_group] = read(
+                        piece.row_group, gate, dask_key_name=f"read-{piece.row_group}"
+                    )
+                table = groups[piece.row_group]
+            produced = geocode(piece, table, gate, dask_key_name=f"geocode-{piece.number}")
+            previous = writes[-1] if writes else None
+            writes.append(write(produced, previous, dask_key_name=f"write-{piece.number}"))
+        done = [0]
 
         class _Progress(Callback):
-            """Advance the bar as partitions finish (the callback runs in the scheduler thread)."""
+            """Advance the bar as pieces are written (the callback runs in the scheduler thread)."""
 
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-                if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], BatchReport):
-                    number, part = result
-                    bar.update(part.rows if source.fmt.kind == "parquet" else share[number])
-                    finished[0] += part.rows
-                    bar.set_postfix_str(f"{finished[0]:,} rows", refresh=False)
+                if isinstance(key, str) and key.startswith("write-"):
+                    bar.update(pieces[int(key[6:])].progress)
+                    done[0] += result.rows
+                    bar.set_postfix_str(f"{done[0]:,} rows", refresh=False)
 
-        finished = [0]
-        with _Progress():
-            t0 = time.perf_counter()
-            results = dask.compute(*tasks, scheduler="processes", num_workers=workers)
-            report.compute_seconds = time.perf_counter() - t0
-        if bar.total:
-            bar.update(bar.total - bar.n)  # the header line is in no partition
-        for _number, part in sorted(results, key=lambda item: item[0]):
-            report.merge(part, row_offset=report.rows)
         t0 = time.perf_counter()
-        _concatenate(part_paths, target, out_fmt, out_schema, chunk_rows)
-        report.join_seconds = time.perf_counter() - t0
-
-
-def _concatenate(parts: list[str], target: Path, fmt: _Format, schema: pa.Schema, chunk_rows: int) -> None:
-    """Join the part files, in order, into target."""
-    if fmt.kind == "csv":
-        header = pa.BufferOutputStream()
-        pacsv.CSVWriter(header, schema).close()
-        with pa.OSFile(str(target), "wb") as raw:
-            out = pa.CompressedOutputStream(raw, "gzip") if fmt.gzip else raw
-            out.write(header.getvalue())
-            for part in parts:
-                with pa.OSFile(part, "rb") as handle:
-                    while block := handle.read(_COPY_BLOCK):
-                        out.write(block)
-            if out is not raw:
-                out.close()
-        return
-    writer = _Sink(target, fmt, schema, group_rows=chunk_rows)
-    try:
-        for part in parts:
-            # Parts are uncompressed Arrow IPC: mapped, not decoded, so only the Parquet encoding is
-            # left to this serial step.
-            with pa.memory_map(part) as source, pa.ipc.open_stream(source) as reader:
-                for batch in reader:
-                    writer.write(batch)
+        # Our own pool, not dask's shared one: leaving the block waits for every running task, so no
+        # task still writes when the sink is closed after a failure.
+        with ThreadPoolExecutor(workers, thread_name_prefix="geocode-batch") as pool, _Progress():
+            results = dask.compute(*writes, scheduler=pool, optimize_graph=False)
+        report.compute_seconds = time.perf_counter() - t0
     finally:
-        writer.close()
+        t0 = time.perf_counter()
+        sink.close()  # a Parquet file's last row group is encoded here
+        closing = time.perf_counter() - t0
+    report.cpu_seconds = time.process_time() - cpu0
+    if bar.total:
+        bar.update(bar.total - bar.n)  # the header line is in no piece
+    for part in results:
+        report.merge(part, row_offset=report.rows)
+    report.write_seconds += closing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -928,33 +1009,23 @@ def geocode_file(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if n_workers < 1:
         raise BatchError(f"workers must be at least 1, got {n_workers}")
+    if partition_bytes < 1:
+        raise BatchError(f"partition_bytes must be at least 1, got {partition_bytes}")
     out_fmt = _file_format(dst_path, "output")
     source = _open_source(src_path, lon_column=lon_column, lat_column=lat_column, encoding=encoding)
     if dst_path.exists() and dst_path.resolve() == src_path.resolve():
         raise BatchError(f"output {dst_path} is the input file; choose another name")
     if not dst_path.parent.is_dir():
         raise BatchError(f"output directory {dst_path.parent} does not exist")
-    out_schema = _output_schema(source)
     report = BatchReport(engine=engine, workers=n_workers if engine == "dask" else 1)
     target = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
     bar = _progress_bar(source, progress)
     try:
+        job = _Job.create(index, source, datum)
         if engine == "single":
-            _run_single(index, source, target, out_fmt, out_schema, datum, chunk_rows, bar, report)
+            _run_single(job, target, out_fmt, chunk_rows, bar, report)
         else:
-            _run_dask(
-                index,
-                source,
-                target,
-                out_fmt,
-                out_schema,
-                datum,
-                chunk_rows,
-                n_workers,
-                partition_bytes,
-                bar,
-                report,
-            )
+            _run_dask(job, target, out_fmt, chunk_rows, n_workers, partition_bytes, bar, report)
         os.replace(target, dst_path)
     except BaseException:
         target.unlink(missing_ok=True)

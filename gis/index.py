@@ -27,7 +27,9 @@ Rules
   snapped points. Unresolved points in `geocode_many` get no block either.
 * Rounding: ``lon``/``lat`` to 7 decimals, distances to 0.01 m (half up), identically in both APIs.
 * `geocode_many` returns object arrays of codes with ``None`` for missing, and ``boundary_distance_m`` is
-  NaN where the point is unresolved.
+  NaN where the point is unresolved. `locate_many` returns the same answer with int32 grid and block
+  positions instead of codes (-1 = missing), for callers that map them through `code_table` themselves
+  (the batch geocoder does so in Arrow, without a Python object per code).
 * Non-numeric, non-finite or out-of-range coordinates raise `GeocodeError` naming the field (and, for
   arrays, the first bad index).
 
@@ -1272,6 +1274,41 @@ class TerritoryIndex:
 
     def geocode_many(self, lon: Any, lat: Any, *, with_block: bool = True) -> dict[str, np.ndarray]:
         """Vectorised `geocode`: code arrays (object, None = missing) plus boundary flags and distances."""
+        found = self.locate_many(lon, lat, with_block=with_block)
+        grid, block = found.pop("grid"), found.pop("block")
+        return {
+            "district_code": self._district_code_arr[grid],
+            "street_code": self._street_code_arr[grid],
+            "community_code": self._community_code_arr[grid],
+            "grid_code": self._grid_code_arr[grid],
+            "block_code": self._block_code_arr[block],
+            **found,
+        }
+
+    def code_table(self, column: str) -> np.ndarray:
+        """The codes of one `geocode_many` code column by position, as `locate_many` gives positions.
+
+        An object array whose last item is None: index it with ``locate_many(...)["block"]`` for
+        ``block_code`` and with ``["grid"]`` for the others (position -1 gives None). Read-only use.
+        """
+        tables = {
+            "district_code": self._district_code_arr,
+            "street_code": self._street_code_arr,
+            "community_code": self._community_code_arr,
+            "grid_code": self._grid_code_arr,
+            "block_code": self._block_code_arr,
+        }
+        if column not in tables:
+            raise KeyError(f"unknown code column {column!r}; expected one of {', '.join(tables)}")
+        return tables[column]
+
+    def locate_many(self, lon: Any, lat: Any, *, with_block: bool = True) -> dict[str, np.ndarray]:
+        """`geocode_many` with positions instead of codes: ``grid`` and ``block`` (int32, -1 = none).
+
+        The other keys (``near_boundary``, ``snapped``, ``boundary_distance_m``) are `geocode_many`'s;
+        `code_table` turns positions into codes. Almost all of the work is numpy on large arrays, which
+        releases the GIL, so threads calling this on different points run in parallel.
+        """
         lon_a = _check_array(lon, "lon", 180.0)
         lat_a = _check_array(lat, "lat", 90.0)
         if lon_a.shape != lat_a.shape:
@@ -1294,11 +1331,8 @@ class TerritoryIndex:
                     snapped[start:end],
                 )
         return {
-            "district_code": self._district_code_arr[grid],
-            "street_code": self._street_code_arr[grid],
-            "community_code": self._community_code_arr[grid],
-            "grid_code": self._grid_code_arr[grid],
-            "block_code": self._block_code_arr[block],
+            "grid": grid,
+            "block": block,
             "near_boundary": distance <= self.near_boundary_m,
             "snapped": snapped,
             "boundary_distance_m": distance,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
+import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gis import datums
-from gis.batch import ADDED_COLUMNS, CODE_COLUMNS, BatchError, geocode_file
+from gis.batch import ADDED_COLUMNS, CODE_COLUMNS, BatchError, geocode_file, tune_allocator
 from gis.citygen import generate_city
 from gis.index import TerritoryIndex
 
@@ -252,42 +256,205 @@ def test_a_million_rows_run_in_bounded_chunks(index: TerritoryIndex, tmp_path: P
     assert meta.num_rows == n
     assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= chunk_rows
 
+    # The dask engine holds at most a window of pieces (two per thread, of 4 MiB of CSV each) besides
+    # the row group being gathered, so its memory is bounded too (not by the file's size), and it
+    # writes the same rows.
+    both = geocode_file(
+        index,
+        tmp_path / "big.csv",
+        tmp_path / "big-dask.parquet",
+        engine="dask",
+        workers=2,
+        chunk_rows=chunk_rows,
+        progress=False,
+    )
+    assert both.rows == both.resolved == n and both.partitions == math.ceil(size / (4 * 2**20))
+    assert both.peak_arrow_bytes < 64 * 2**20
+    dask_meta = pq.ParquetFile(tmp_path / "big-dask.parquet").metadata
+    assert dask_meta.num_rows == n
+    assert max(dask_meta.row_group(i).num_rows for i in range(dask_meta.num_row_groups)) <= chunk_rows
+
 
 # --- dask engine --------------------------------------------------------------------------------
 
 
-def test_dask_engine_matches_single_engine(index: TerritoryIndex, tmp_path: Path) -> None:
-    lon, lat = inside_points(index, 6000, seed=3)
-    lines = ["id,lon,lat"] + [f"{i},{x},{y}" for i, (x, y) in enumerate(zip(lon, lat, strict=True))]
-    lines[4500] = "4499,,bad"  # row 4500, deep inside a later partition
+def mixed_rows(index: TerritoryIndex, n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """CSV lines (header first) of n rows: mostly inside points, with text needing quotes, blanks,
+    bad coordinates and points outside the territory scattered through the file."""
+    lon, lat = inside_points(index, n, seed=seed)
+    lines = ["id,lon,lat,note"]
+    for i, (x, y) in enumerate(zip(lon, lat, strict=True)):
+        note = '"路口, 东北角 ""A"""' if i % 7 == 0 else ("" if i % 11 == 0 else f"报告{i}")
+        lines.append(f"{i:06d},{float(x)!r},{float(y)!r},{note}")
+    for row, (x, y) in {
+        97: (" 114.1 ", "abc"),
+        1500: ("", ""),
+        2999: ("0", "0"),  # valid but outside: unresolved
+        4500: ("", "bad"),
+        n: ("181", "22.5"),  # the last row
+    }.items():
+        lines[row] = f"{row - 1:06d},{x},{y},edge"
+    return lines, lon, lat
+
+
+def test_dask_engine_matches_single_engine_csv(index: TerritoryIndex, tmp_path: Path) -> None:
+    lines, _, _ = mixed_rows(index, 6000, seed=3)
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    table = pa.table({"id": np.arange(6000), "lon": lon, "lat": lat})
-    pq.write_table(table, tmp_path / "in.parquet", row_group_size=1000)
 
     single = geocode_file(index, tmp_path / "in.csv", tmp_path / "single.csv", progress=False)
-    both = geocode_file(
-        index,
-        tmp_path / "in.csv",
-        tmp_path / "dask.csv",
-        engine="dask",
-        workers=2,
-        partition_bytes=40_000,
-        chunk_rows=1000,
-        progress=False,
+    size = (tmp_path / "in.csv").stat().st_size
+    for workers, partition_bytes, chunk_rows in ((2, 40_000, 1000), (3, 7_000, 300), (1, 10**9, 10**6)):
+        out = tmp_path / f"dask-{workers}.csv"
+        both = geocode_file(
+            index,
+            tmp_path / "in.csv",
+            out,
+            engine="dask",
+            workers=workers,
+            partition_bytes=partition_bytes,
+            chunk_rows=chunk_rows,
+            progress=False,
+        )
+        # Same rows, same order, same values: the very same bytes.
+        assert out.read_bytes() == (tmp_path / "single.csv").read_bytes()
+        assert both.engine == "dask" and both.workers == workers and both.rows == 6000
+        assert both.partitions == max(2 * workers, math.ceil(size / partition_bytes))
+        assert both.max_chunk_rows <= chunk_rows
+        for name in ("resolved", "snapped", "near_boundary", "outside", "bad"):
+            assert getattr(both, name) == getattr(single, name), name
+        # Row numbers of bad rows count from the file's start, not the piece's.
+        assert both.bad_examples == single.bad_examples
+    assert (single.bad, single.outside) == (4, 1)
+    assert single.bad_examples == [
+        "row 97: lat is not a number: 'abc'",
+        "row 1500: lon is missing; lat is missing",
+        "row 4500: lon is missing; lat is not a number: 'bad'",
+        "row 6000: lon 181 is out of range [-180, 180]",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_dask_engine_matches_single_engine_parquet(index: TerritoryIndex, tmp_path: Path) -> None:
+    lon, lat = inside_points(index, 7000, seed=4)
+    missing = np.isin(np.arange(7000), [10, 5000])  # null, not NaN: Table.equals says NaN != NaN
+    lat[6999] = 0.0  # outside
+    table = pa.table(
+        {
+            "id": np.arange(7000),
+            "lon": pa.array(lon, mask=missing),
+            "lat": pa.array(lat, pa.float32()),
+            "when": pa.array(np.arange(7000).astype("datetime64[s]")),
+            "kind": pa.array(np.array(["井盖", "路灯", None, "占道"], dtype=object)[np.arange(7000) % 4]),
+        }
     )
-    assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
-    assert both.partitions > 2 and both.rows == 6000 and both.workers == 2
+    # Row groups of uneven sizes, each cut into several pieces by the small chunk_rows.
+    with pq.ParquetWriter(tmp_path / "in.parquet", table.schema) as writer:
+        for start, end in ((0, 2500), (2500, 2600), (2600, 7000)):
+            writer.write_table(table.slice(start, end - start))
+
+    single = geocode_file(index, tmp_path / "in.parquet", tmp_path / "single.parquet", chunk_rows=700)
+    both = geocode_file(
+        index, tmp_path / "in.parquet", tmp_path / "dask.parquet", engine="dask", workers=2, chunk_rows=700
+    )
+    assert both.partitions == 4 + 1 + 7
+    assert pq.read_table(tmp_path / "dask.parquet").equals(pq.read_table(tmp_path / "single.parquet"))
     assert (
-        both.bad_examples == single.bad_examples == ["row 4500: lon is missing; lat is not a number: 'bad'"]
+        both.bad_examples
+        == single.bad_examples
+        == [
+            "row 11: lon is missing",
+            "row 5001: lon is missing",
+        ]
+    )
+    assert (
+        (both.bad, both.outside, both.resolved)
+        == (single.bad, single.outside, single.resolved)
+        == (2, 1, 6997)
     )
 
-    geocode_file(index, tmp_path / "in.parquet", tmp_path / "single.parquet", progress=False)
-    report = geocode_file(
-        index, tmp_path / "in.parquet", tmp_path / "dask.parquet", engine="dask", workers=2, progress=False
+    # Across formats too: Parquet in, CSV out (byte for byte) and CSV in, Parquet out.
+    geocode_file(index, tmp_path / "in.parquet", tmp_path / "single.csv", progress=False)
+    geocode_file(index, tmp_path / "in.parquet", tmp_path / "dask.csv", engine="dask", progress=False)
+    assert (tmp_path / "dask.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
+    pacsv.write_csv(table, tmp_path / "in.csv")
+    geocode_file(index, tmp_path / "in.csv", tmp_path / "csv-single.parquet", progress=False)
+    geocode_file(
+        index,
+        tmp_path / "in.csv",
+        tmp_path / "csv-dask.parquet",
+        engine="dask",
+        partition_bytes=50_000,
+        progress=True,  # the progress callback runs too
     )
-    assert report.partitions == 4
-    assert pq.read_table(tmp_path / "dask.parquet").equals(pq.read_table(tmp_path / "single.parquet"))
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert pq.read_table(tmp_path / "csv-dask.parquet").equals(pq.read_table(tmp_path / "csv-single.parquet"))
+
+
+def test_dask_engine_empty_inputs(index: TerritoryIndex, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("lon,lat,id\n", encoding="utf-8")
+    report = geocode_file(index, tmp_path / "in.csv", tmp_path / "out.csv", engine="dask", progress=False)
+    assert report.rows == report.partitions == 0
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8") == '"lon","lat","id",' + ",".join(
+        f'"{name}"' for name in ADDED_COLUMNS
+    ) + "\n"
+    pq.write_table(
+        pa.table({"lon": pa.array([], pa.float64()), "lat": pa.array([], pa.float64())}), tmp_path / "e.pq"
+    )
+    report = geocode_file(index, tmp_path / "e.pq", tmp_path / "e-out.pq", engine="dask", progress=False)
+    assert report.rows == 0 and pq.read_table(tmp_path / "e-out.pq").column_names == [
+        "lon",
+        "lat",
+        *ADDED_COLUMNS,
+    ]
+
+
+def test_dask_engine_failure_in_a_later_piece(index: TerritoryIndex, tmp_path: Path) -> None:
+    lines, _, _ = mixed_rows(index, 5000, seed=5)
+    lines[4000] += ",one too many"
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(BatchError, match="Expected 4 columns, got 5") as caught:
+        geocode_file(
+            index,
+            tmp_path / "in.csv",
+            tmp_path / "out.parquet",
+            engine="dask",
+            workers=2,
+            partition_bytes=5_000,
+            chunk_rows=100,
+            progress=False,
+        )
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_batch_imports_no_pandas(index: TerritoryIndex, tmp_path: Path) -> None:
+    """pyarrow imports pandas (a second or more) on the first pa.array() or to_numpy(); we use neither."""
+    import cloudpickle
+
+    lines, lon, lat = mixed_rows(index, 5000, seed=6)  # blanks and junk: the slow parsing path too
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lon_text = pa.array([None, *map(str, lon[1:])]).dictionary_encode()
+    pq.write_table(pa.table({"lon": lon_text, "lat": pa.array(lat, pa.float32())}), tmp_path / "in.parquet")
+    with open(tmp_path / "index.pkl", "wb") as handle:
+        cloudpickle.dump(index, handle)
+    script = f"""
+import pickle, sys
+from gis.batch import geocode_file
+with open({str(tmp_path / "index.pkl")!r}, "rb") as handle:
+    index = pickle.load(handle)
+for engine in ("single", "dask"):
+    for src, dst in (("in.csv", "o.parquet"), ("in.parquet", "o.csv")):
+        geocode_file(index, {str(tmp_path)!r} + "/" + src, {str(tmp_path)!r} + "/" + dst, engine=engine,
+                     crs="gcj02", progress=False)
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
+def test_tune_allocator() -> None:
+    assert tune_allocator() is (sys.platform == "linux" and platform.libc_ver()[0] == "glibc")
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -335,8 +502,9 @@ def test_dask_refuses_gzip_and_csv_refuses_nested_columns(index: TerritoryIndex,
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["single", "dask"])
 def test_command_writes_output_and_prints_a_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str
 ) -> None:
     from gis.locator import get_index
     from tests.support.factories import point_in
@@ -350,11 +518,13 @@ def test_command_writes_output_and_prints_a_summary(
         str(tmp_path / "out.csv"),
         "--crs",
         "gcj02",
+        "--engine",
+        engine,
         "--no-progress",
     )
     printed = capsys.readouterr().out
     assert "rows: 2" in printed and "bad lon/lat: 1" in printed and "row 2: lon is missing" in printed
-    assert "points/s" in printed
+    assert "points/s" in printed and ("dask: " in printed) == (engine == "dask")
     out = read_csv_as_text(tmp_path / "out.csv")
     assert out["grid_code"].to_pylist() == ["4403040010010001", ""]
     assert get_index().geocode(lon, lat)["grid"]["code"] == "4403040010010001"

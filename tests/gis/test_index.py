@@ -743,3 +743,27 @@ def test_invalid_units_are_rejected(lattice: list[Unit]) -> None:
         TerritoryIndex.from_units([*lattice, Unit("grid", "GX", "x", grid.parent_code, None)])
     with pytest.raises(ValueError, match="snap_tolerance_m"):
         TerritoryIndex.from_units(lattice, snap_tolerance_m=-1.0)
+
+
+def test_locate_many_gives_geocode_many_as_positions(lattice_index: TerritoryIndex) -> None:
+    rng = np.random.default_rng(11)
+    # Inside, snapped just outside, far outside (unresolved), and outside every block.
+    lon = np.concatenate([rng.uniform(114.0, 114.032, 500), [113.9995, 113.0, 114.016]])
+    lat = np.concatenate([rng.uniform(22.5, 22.532, 500), [22.51, 22.0, 22.5321]])
+    codes = lattice_index.geocode_many(lon, lat)
+    found = lattice_index.locate_many(lon, lat)
+    assert found["grid"].dtype == found["block"].dtype == np.int32
+    for column in ("district_code", "street_code", "community_code", "grid_code", "block_code"):
+        table = lattice_index.code_table(column)
+        assert table[-1] is None
+        positions = found["block" if column == "block_code" else "grid"]
+        assert list(table[positions]) == list(codes[column])
+    for key in ("near_boundary", "snapped"):
+        assert np.array_equal(found[key], codes[key])
+    assert np.array_equal(found["boundary_distance_m"], codes["boundary_distance_m"], equal_nan=True)
+    assert (found["grid"] < 0).sum() == np.isnan(codes["boundary_distance_m"]).sum() >= 1
+    assert codes["snapped"].any()
+    without = lattice_index.locate_many(lon, lat, with_block=False)
+    assert (without["block"] == -1).all() and np.array_equal(without["grid"], found["grid"])
+    with pytest.raises(KeyError, match="unknown code column"):
+        lattice_index.code_table("name")
