@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.admin import actions
+from django.db import router, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditRecord
 from config.security import redact_text
@@ -27,6 +30,26 @@ SHOWN = (
     "prev_hash",
     "hash",
 )
+
+
+_DELETE_DESCRIPTION = actions.delete_selected.short_description  # type: ignore[attr-defined]
+
+
+@admin.action(permissions=["delete"], description=_DELETE_DESCRIPTION)
+def delete_selected(
+    modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any]
+) -> HttpResponse | None:
+    """Django's "delete selected" action, in one transaction with its LogEntries and audit rows.
+
+    Django runs list actions outside any transaction: the LogEntries (and so their audit rows) would
+    commit before the deletion, and a deletion that fails would still be on the chain.
+    """
+    with transaction.atomic(using=router.db_for_write(modeladmin.model)):
+        return actions.delete_selected(modeladmin, request, queryset)
+
+
+# Replaces the site-wide action of the same name for every ModelAdmin of the site.
+admin.site.add_action(delete_selected, "delete_selected")
 
 
 @admin.register(AuditRecord)

@@ -121,7 +121,7 @@ def demo_city_load(*, seed: int = 2026, grids: int = 2000, reset: bool = False) 
     if reset:
         _clear_reference_data()
     city = generate_city(seed=seed, grids=grids)
-    territory_replace(units=city.units)
+    territory_replace(units=city.units, origin=f"demo city (seed {seed}, {grids} grids)")
     _load_grades_and_categories()
     departments = _load_departments(city)
     _load_rules()

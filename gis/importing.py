@@ -19,6 +19,7 @@ import shapely
 from django.conf import settings
 from django.db import connection, models, transaction
 
+from audit.services import audit_record
 from gis.models import LAYER_ORDER, PARENT_LAYER, TerritoryUnit, TerritoryVersion
 from gis.services import territory_version_bump
 from gis.validate import (
@@ -104,8 +105,15 @@ def territory_import_layer(
     dry_run: bool = False,
     source_layer: str | None = None,
     limits: Limits | None = None,
+    actor: Any = None,
+    source: str = "system",
+    os_user: str = "",
 ) -> ImportReport:
-    """Validate a layer file and, when nothing refuses it (and not a dry run), replace that layer."""
+    """Validate a layer file and, when nothing refuses it (and not a dry run), replace that layer.
+
+    A written layer is recorded on the audit chain (`territory_import`) in the same transaction, with
+    the actor (a user, or None), `source` (`cli` from gis_import) and, from the command line, the OS user.
+    """
     if layer not in _CHILD_LAYERS:
         raise SourceError(f"unknown layer {layer!r}; expected one of {', '.join(_CHILD_LAYERS)}")
     limits = limits or import_limits()
@@ -155,6 +163,27 @@ def territory_import_layer(
         report.version = territory_version_bump()
         _write(layer, data, existing=existing, gone=gone, parent_ids=parent_ids, version=report.version)
         timings["write"] = time.perf_counter() - mark
+        audit_record(
+            action="territory_import",
+            object_type="territory_layer",
+            object_id=layer,
+            actor=actor,
+            source=source,
+            data={
+                "layer": layer,
+                "file": os.path.basename(os.fspath(path)),
+                "source_layer": source_layer or "",
+                "source_crs": data.source_crs,
+                "features": report.features,
+                "created": report.created,
+                "updated": report.updated,
+                "removed": report.removed,
+                "warnings": len(report.warnings),
+                "fix": fix,
+                "version": report.version,
+                **({"os_user": os_user} if os_user else {}),
+            },
+        )
     return report
 
 

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max
 
+from audit.services import audit_record
 from gis.gazetteer import (
     KINDS,
     Candidate,
@@ -221,8 +222,19 @@ def read_places_file(
 
 
 @transaction.atomic
-def places_import(*, records: Iterable[PlaceRecord], replace: bool = False) -> PlacesImportResult:
-    """Store places: replace all existing ones, or append skipping exact duplicates (name, kind, point)."""
+def places_import(
+    *,
+    records: Iterable[PlaceRecord],
+    replace: bool = False,
+    actor: Any = None,
+    source: str = "system",
+    origin: str = "",
+    os_user: str = "",
+) -> PlacesImportResult:
+    """Store places: replace all existing ones, or append skipping exact duplicates (name, kind, point).
+
+    Recorded on the audit chain (`places_import`) in the same transaction; `origin` names the file.
+    """
     items = list(records)
     for record in items:
         if record.kind not in PLACE_KINDS:
@@ -254,7 +266,23 @@ def places_import(*, records: Iterable[PlaceRecord], replace: bool = False) -> P
             )
         )
     Place.objects.bulk_create(new, batch_size=2000)
-    return PlacesImportResult(created=len(new), skipped=len(items) - len(new), deleted=deleted)
+    result = PlacesImportResult(created=len(new), skipped=len(items) - len(new), deleted=deleted)
+    audit_record(
+        action="places_import",
+        object_type="place",
+        actor=actor,
+        source=source,
+        data={
+            "file": origin,
+            "mode": "replace" if replace else "append",
+            "records": len(items),
+            "created": result.created,
+            "skipped": result.skipped,
+            "deleted": result.deleted,
+            **({"os_user": os_user} if os_user else {}),
+        },
+    )
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import shapely
 from django.db import transaction
 from django.db.models import F
 
+from audit.services import audit_record
 from gis.geometry import areas_m2
 from gis.models import LAYER_ORDER, TerritoryUnit, TerritoryVersion
 
@@ -30,7 +31,10 @@ class UnitLike(Protocol):
 
 
 def territory_version_bump() -> int:
-    """Increase the territory data version by one and return the new value (row-locked)."""
+    """Increase the territory data version by one and return the new value (row-locked).
+
+    Not audited itself: each caller records the change that bumped the version on the audit chain.
+    """
     row, _ = TerritoryVersion.objects.select_for_update().get_or_create(pk=1)
     TerritoryVersion.objects.filter(pk=row.pk).update(version=F("version") + 1)
     row.refresh_from_db()
@@ -38,8 +42,19 @@ def territory_version_bump() -> int:
 
 
 @transaction.atomic
-def territory_replace(*, units: Iterable[UnitLike], batch_size: int = 2000) -> int:
-    """Replace the whole territory with the given units (all layers) and bump the version."""
+def territory_replace(
+    *,
+    units: Iterable[UnitLike],
+    batch_size: int = 2000,
+    actor: Any = None,
+    source: str = "system",
+    origin: str = "",
+    os_user: str = "",
+) -> int:
+    """Replace the whole territory with the given units (all layers), bump the version, audit it.
+
+    `origin` names where the units came from (a file, a generator and its seed) on the audit row.
+    """
     by_layer: dict[str, list[UnitLike]] = {layer: [] for layer in LAYER_ORDER}
     for unit in units:
         if unit.layer not in by_layer:
@@ -51,6 +66,19 @@ def territory_replace(*, units: Iterable[UnitLike], batch_size: int = 2000) -> i
     version = territory_version_bump()
     for layer in LAYER_ORDER:
         _insert_layer(layer, by_layer[layer], version=version, batch_size=batch_size)
+    audit_record(
+        action="territory_replace",
+        object_type="territory",
+        actor=actor,
+        source=source,
+        data={
+            "origin": origin,
+            "features": sum(len(layer_units) for layer_units in by_layer.values()),
+            "layers": {str(layer): len(layer_units) for layer, layer_units in by_layer.items()},
+            "version": version,
+            **({"os_user": os_user} if os_user else {}),
+        },
+    )
     return version
 
 

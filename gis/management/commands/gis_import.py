@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.services import os_user
 from gis.importing import ImportReport, SourceError, territory_import_layer
 from gis.models import LAYER_ORDER
 
@@ -56,6 +57,8 @@ class Command(BaseCommand):
                 fix=options["fix"],
                 dry_run=options["dry_run"],
                 source_layer=options["source_layer"],
+                source="cli",
+                os_user=os_user(),
             )
         except SourceError as exc:
             raise CommandError(str(exc)) from exc

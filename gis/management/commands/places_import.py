@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.services import os_user
 from gis.places import PLACE_KINDS, places_import, read_places_file
 
 
@@ -41,7 +43,13 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"{options['path']}: {len(records)} place(s) read; dry run, nothing changed")
             return
-        result = places_import(records=records, replace=options["replace"])
+        result = places_import(
+            records=records,
+            replace=options["replace"],
+            source="cli",
+            origin=Path(options["path"]).name,
+            os_user=os_user(),
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"{options['path']}: {result.created} place(s) added, {result.skipped} duplicate(s) skipped, "
