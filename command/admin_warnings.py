@@ -86,9 +86,18 @@ class WarningCapMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(WarningRule)
 class WarningRuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "category", "unit_layer", "min_count", "window_minutes", "level"]
+    list_display = [
+        "name",
+        "enabled",
+        "trigger",
+        "category",
+        "unit_layer",
+        "min_count",
+        "window_minutes",
+        "level",
+    ]
     list_editable = ["enabled"]
-    list_filter = ["enabled", "unit_layer", "level"]
+    list_filter = ["enabled", "trigger", "unit_layer", "level"]
 
 
 @admin.register(WarningRuleFiring)

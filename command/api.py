@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpResponseBase, QueryDict
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import generics, serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,12 +28,14 @@ from rest_framework.views import APIView
 
 from command import rules
 from command.constants import Role
-from command.models import Department, DispatchOrder, OrderStatus, Unit
-from command.selectors import orders_visible_to, overdue_board, units_visible_to
-from command.services import linkage_proposal, order_act, rule_snapshot, unit_set_position
+from command.models import Department, DispatchOrder, OrderPhoto, OrderProgress, OrderStatus, Unit
+from command.selectors import order_photos_visible_to, orders_visible_to, overdue_board, units_visible_to
+from command.services import PHOTO_ACTIONS, linkage_proposal, order_act, rule_snapshot, unit_set_position
 from config.api import error_response
 from gis.models import TerritoryUnit
 from incidents.models import Source
+from incidents.photo_api import PHOTO_RESPONSES, PhotoView, check_uploaded_photos, photo_file_response
+from incidents.photos import PhotoRejected
 from incidents.selectors import incidents_visible_to
 from incidents.services import ActionError
 
@@ -64,6 +75,26 @@ class DepartmentListView(generics.ListAPIView[Department]):
 
     def get_queryset(self) -> QuerySet[Department]:
         return Department.objects.filter(active=True).prefetch_related("jurisdiction").order_by("code")
+
+
+def order_photo_body(photo: OrderPhoto) -> dict[str, Any]:
+    """A progress or completion photo; `url` serves it to those who may see the order."""
+    return {
+        "id": photo.pk,
+        "content_type": photo.content_type,
+        "size": photo.size,
+        "sha256": photo.sha256,
+        "url": reverse("photo-order", args=[photo.pk]),
+    }
+
+
+# Progress notes with their authors and photos, for order_body (one query each, not one per order).
+PROGRESS_PREFETCH = Prefetch(
+    "progress",
+    queryset=OrderProgress.objects.select_related("by").prefetch_related(
+        Prefetch("photos", queryset=OrderPhoto.objects.order_by("id"))
+    ),
+)
 
 
 def order_body(order: DispatchOrder, user: Any, *, detail: bool = False) -> dict[str, Any]:
@@ -116,10 +147,19 @@ def order_body(order: DispatchOrder, user: Any, *, detail: bool = False) -> dict
         if getattr(user, "role", "") != Role.DEPARTMENT or user.department_id == order.department_id
         else [],
     }
+    progress = list(order.progress.all())
+    # Every photo of the order (progress and completion), oldest first, with the note it came with.
+    body["photos"] = [{**order_photo_body(ph), "kind": p.kind} for p in progress for ph in p.photos.all()]
     if detail:
         body["progress"] = [
-            {"at": p.at.isoformat(), "by": p.by.username, "kind": p.kind, "note": p.note}
-            for p in order.progress.select_related("by")
+            {
+                "at": p.at.isoformat(),
+                "by": p.by.username,
+                "kind": p.kind,
+                "note": p.note,
+                "photos": [order_photo_body(ph) for ph in p.photos.all()],
+            }
+            for p in progress
         ]
         body["notices"] = [
             {
@@ -158,7 +198,7 @@ class OrderListView(generics.ListAPIView[DispatchOrder]):
 
     def get_queryset(self) -> QuerySet[DispatchOrder]:
         params = self.request.query_params
-        queryset = orders_visible_to(self.request.user)
+        queryset = orders_visible_to(self.request.user).prefetch_related(PROGRESS_PREFETCH)
         statuses = [s for s in params.get("status", "").split(",") if s]
         if any(s not in OrderStatus.values for s in statuses):
             raise serializers.ValidationError({"status": f"use any of {', '.join(OrderStatus.values)}"})
@@ -183,7 +223,7 @@ class OrderDetailView(APIView):
 
     @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT)})
     def get(self, request: Request, pk: int) -> Response:
-        order = get_object_or_404(orders_visible_to(request.user), pk=pk)
+        order = get_object_or_404(orders_visible_to(request.user).prefetch_related(PROGRESS_PREFETCH), pk=pk)
         return Response(order_body(order, request.user, detail=True))
 
 
@@ -192,11 +232,45 @@ class OrderActionInput(serializers.Serializer[Any]):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 
 
+class OrderActionFields(OrderActionInput):
+    """The fields of every action, for the schema (each action reads those it needs)."""
+
+    note = serializers.CharField(required=False, allow_blank=True, help_text="progress, complete")
+    category = serializers.CharField(required=False, help_text="reject: the reason category")
+    lon = serializers.FloatField(required=False, help_text="arrive")
+    lat = serializers.FloatField(required=False, help_text="arrive")
+    ruling = serializers.CharField(required=False, help_text="arbitrate: uphold or reassign")
+    department = serializers.CharField(required=False, help_text="arbitrate (reassign): a department code")
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class PhotoFileField(serializers.FileField):
+    """A photo file part of a form (for the schema: binary, not a URL)."""
+
+
+class OrderActionMultipart(OrderActionFields):
+    """The same fields as a form, with photos (progress and complete only)."""
+
+    photos = serializers.ListField(
+        child=PhotoFileField(),
+        required=False,
+        help_text="JPEG, PNG or WebP, checked by content; location metadata is removed",
+    )
+
+
 class OrderActionView(APIView):
-    """Act on a dispatch order (sign, reject, depart, arrive, progress, complete, arbitrate, …)."""
+    """Act on a dispatch order (sign, reject, depart, arrive, progress, complete, arbitrate, …).
+
+    JSON, or multipart/form-data with the same fields and `photos` (files) for progress and complete.
+    """
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     @extend_schema(
-        request=OrderActionInput,
+        request={
+            "application/json": OrderActionFields,
+            "multipart/form-data": OrderActionMultipart,
+        },
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="the order after the action"),
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="bad arguments; the field is named"),
@@ -215,19 +289,59 @@ class OrderActionView(APIView):
         if not checked.is_valid():
             first = next(iter(checked.errors))
             return error_response(400, f"{first}: {checked.errors[first][0]}", field=first)
-        payload = dict(request.data)
+        files = request.FILES
+        payload: dict[str, Any]
+        if isinstance(request.data, QueryDict):
+            # A form: one value per field, the files apart.
+            payload = {key: request.data.get(key) for key in request.data if key not in files}
+        else:
+            payload = dict(request.data)
+            if "photos" in payload:
+                return error_response(
+                    400, "photos: send photos as files in a multipart/form-data body", field="photos"
+                )
         action = payload.pop("action")
+        unexpected = sorted(key for key in files if key != "photos")
+        if unexpected:
+            return error_response(400, f"{unexpected[0]}: files go in the field photos", field=unexpected[0])
+        uploads = files.getlist("photos")
+        if uploads and action not in PHOTO_ACTIONS:
+            return error_response(
+                400, f"photos: photos go with {' or '.join(PHOTO_ACTIONS)}, not with {action}", field="photos"
+            )
+        try:
+            photos = check_uploaded_photos(uploads)
+        except PhotoRejected as exc:
+            return error_response(
+                400, f"photos: {exc}", field="photos", reason=exc.reason, file=exc.filename or None
+            )
         try:
             updated = order_act(
-                order_id=order.pk, actor=request.user, action=action, source=Source.API, payload=payload
+                order_id=order.pk,
+                actor=request.user,
+                action=action,
+                source=Source.API,
+                payload=payload,
+                photos=photos,
             )
         except rules.OrderActionRefused as exc:
             code = 400 if exc.unknown else 403 if exc.forbidden_role else 409
             return error_response(code, str(exc), allowed=exc.allowed, field="action")
         except ActionError as exc:
             return error_response(400, str(exc), field=exc.field)
-        updated.refresh_from_db()
-        return Response(order_body(updated, request.user, detail=True))
+        fresh = orders_visible_to(request.user).prefetch_related(PROGRESS_PREFETCH).get(pk=updated.pk)
+        return Response(order_body(fresh, request.user, detail=True))
+
+
+class OrderPhotoView(PhotoView):
+    """A progress or completion photo of an order, for those who may see the order."""
+
+    @extend_schema(responses=PHOTO_RESPONSES, summary="Download an order's photo")
+    def get(self, request: Request, pk: int) -> HttpResponseBase:
+        photo = get_object_or_404(order_photos_visible_to(request.user), pk=pk)
+        return photo_file_response(
+            photo.file, content_type=photo.content_type, stem=f"order-photo-{photo.pk}"
+        )
 
 
 class DispatchProposalView(APIView):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("orders/", api.OrderListView.as_view(), name="order-list"),
     path("orders/<int:pk>/", api.OrderDetailView.as_view(), name="order-detail"),
     path("orders/<int:pk>/actions/", api.OrderActionView.as_view(), name="order-actions"),
+    path("photos/order/<int:pk>/", api.OrderPhotoView.as_view(), name="photo-order"),
     path(
         "incidents/<int:pk>/dispatch-proposal/", api.DispatchProposalView.as_view(), name="dispatch-proposal"
     ),

@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from command.constants import Role
+from command.models import UnitStatus
 
 View = Callable[..., HttpResponse]
 
@@ -38,7 +39,7 @@ CONSOLE_OF_ROLE: dict[str, str] = {
 
 # Bump when the phone page's cached shell (templates, scripts, styles) changes: the service worker
 # drops caches of older versions on activation.
-PWA_VERSION = "2026-11-23.1"
+PWA_VERSION = "2026-11-23.2"
 
 
 def console_url_for(user: Any) -> str | None:
@@ -231,9 +232,10 @@ DEPT_STRINGS: dict[str, Any] = {
     "need_note": _p("console", "A note is required"),
     "issued_at": _p("console", "Issued {t}"),
     "due_at": _p("console", "Due {t}"),
-    "photos_unsupported": _p(
-        "console", "Photos: the server does not accept order photos yet (see docs/consoles.md)"
-    ),
+    "photos": _p("console", "Photos"),
+    "photos_hint": _p("console", "JPEG, PNG or WebP: at most {n}, each up to {mb} MB"),
+    "too_many_photos": _p("console", "At most {n} photos"),
+    "too_big": _p("console", "Photo too large (at most {mb} MB)"),
 }
 REJECT_CATEGORIES: dict[str, Any] = {
     "not_our_area": _p("console", "Not our area"),
@@ -282,6 +284,7 @@ def command_centre(request: HttpRequest) -> HttpResponse:
             "tile_attribution": getattr(settings, "MAP_TILE_ATTRIBUTION", ""),
         },
         reject_categories=REJECT_CATEGORIES,
+        unit_status=dict(UnitStatus.choices),
     )
     return render(request, "command/console/command.html", {"config": config})
 
@@ -310,7 +313,13 @@ def mobile(request: HttpRequest) -> HttpResponse:
 @role_required(Role.DEPARTMENT)
 def dept_inbox(request: HttpRequest) -> HttpResponse:
     """The department inbox: live orders with a sound, their actions and deadlines."""
-    config = _config(request, DEPT_STRINGS, reject_categories=REJECT_CATEGORIES)
+    config = _config(
+        request,
+        DEPT_STRINGS,
+        reject_categories=REJECT_CATEGORIES,
+        photo_max_bytes=settings.PHOTO_MAX_BYTES,
+        photo_max_count=settings.PHOTO_MAX_COUNT,
+    )
     return render(request, "command/console/dept.html", {"config": config})
 
 

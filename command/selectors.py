@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from command.constants import Role
-from command.models import CLOSED_ORDER_STATES, DispatchOrder, OrderStatus, Unit
+from command.models import CLOSED_ORDER_STATES, DispatchOrder, OrderPhoto, OrderStatus, Unit
 
 
 def orders_visible_to(user: Any) -> QuerySet[DispatchOrder]:
@@ -22,6 +22,11 @@ def orders_visible_to(user: Any) -> QuerySet[DispatchOrder]:
     if role == Role.DEPARTMENT and user.department_id:
         return base.filter(department_id=user.department_id)
     return base.none()
+
+
+def order_photos_visible_to(user: Any) -> QuerySet[OrderPhoto]:
+    """Progress and completion photos the user may see: those of the orders the user may see."""
+    return OrderPhoto.objects.filter(progress__order__in=orders_visible_to(user).values("pk"))
 
 
 def overdue_board(user: Any) -> list[dict[str, Any]]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import audit_record
 from command import rules
 from command.constants import ROLE_PERMISSIONS, DepartmentKind, Role
 from command.models import (
@@ -20,6 +23,7 @@ from command.models import (
     DispatchOrder,
     EscalationPolicy,
     LinkageRule,
+    OrderPhoto,
     OrderProgress,
     OrderRole,
     OrderStatus,
@@ -29,10 +33,12 @@ from command.models import (
     UnitStatus,
     User,
 )
+from config.memo import memoised
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import deadlines
 from incidents.models import Incident, Source
+from incidents.photos import CheckedPhoto
 from incidents.services import (
     ActionError,
     incident_mark_dispatched,
@@ -123,6 +129,26 @@ def _area_codes(incident: Incident) -> dict[str, str]:
     }
 
 
+def _enabled_rules() -> list[LinkageRule]:
+    return list(
+        LinkageRule.objects.filter(enabled=True)
+        .select_related("category", "grade", "territory", "lead_department")
+        .order_by("position", "id")
+    )
+
+
+def _jurisdictions(codes: frozenset[str]) -> list[tuple[str, str, Department]]:
+    """Active departments whose jurisdiction holds one of `codes`: (kind, that unit's layer, department)."""
+    rows = (
+        Department.objects.filter(active=True, jurisdiction__code__in=codes)
+        .values_list("pk", "jurisdiction__layer")
+        .order_by("code")
+    )
+    pairs = list(rows)
+    departments = Department.objects.in_bulk({pk for pk, _layer in pairs})
+    return [(departments[pk].kind, layer, departments[pk]) for pk, layer in pairs]
+
+
 def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> LinkageRule | None:
     """The first enabled rule (by position) whose conditions match the incident; else the default."""
     local = timezone.localtime(at or timezone.now()).time()
@@ -133,9 +159,8 @@ def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> Linka
         area_codes=frozenset(c for c in _area_codes(incident).values() if c),
         local_time=local,
     )
-    candidates = LinkageRule.objects.filter(enabled=True).select_related("category", "grade", "territory")
     default = None
-    for rule in candidates.order_by("position", "id"):
+    for rule in memoised("linkage_rules", _enabled_rules):
         if rule.is_default:
             default = default or rule
             continue
@@ -153,21 +178,18 @@ def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> Linka
 
 def department_of_kind_for(kind: str, incident: Incident) -> Department | None:
     """The active department of `kind` whose jurisdiction contains the incident (deepest unit wins)."""
-    codes = _area_codes(incident)
+    codes = frozenset(c for c in _area_codes(incident).values() if c)
     depth = {"district": 1, "street": 2, "community": 3, "grid": 4, "block": 4}
-    rows = (
-        Department.objects.filter(
-            kind=kind, active=True, jurisdiction__code__in=[c for c in codes.values() if c]
-        )
-        .values_list("pk", "code", "jurisdiction__layer")
-        .order_by("code")
-    )
-    best: tuple[int, str, int] | None = None
-    for pk, code, layer in rows:
-        key = (-depth.get(layer, 0), code, pk)
-        if best is None or key < best:
-            best = key
-    return Department.objects.get(pk=best[2]) if best else None
+    best: tuple[tuple[int, str, int], Department] | None = None
+    for department_kind, layer, department in memoised(
+        ("jurisdictions", codes), lambda: _jurisdictions(codes)
+    ):
+        if department_kind != kind:
+            continue
+        key = (-depth.get(layer, 0), department.code, department.pk)
+        if best is None or key < best[0]:
+            best = (key, department)
+    return best[1] if best else None
 
 
 def rule_snapshot(rule: LinkageRule | None) -> dict[str, Any]:
@@ -266,10 +288,14 @@ def incident_dispatch(
     snapshot = rule_snapshot(proposal["rule"])
     now = timezone.now()
     created: list[DispatchOrder] = []
+    # The incident row is locked: a second dispatch of the same department finds the open order.
+    busy = set(
+        incident.orders.exclude(status__in=CLOSED_ORDER_STATES).values_list("department_id", flat=True)
+    )
     for department, role in [(lead, OrderRole.LEAD), *[(d, OrderRole.ASSIST) for d in assists]]:
-        # The incident row is locked: a second dispatch of the same department finds the open order.
-        if incident.orders.filter(department=department).exclude(status__in=CLOSED_ORDER_STATES).exists():
+        if department.pk in busy:
             continue
+        busy.add(department.pk)
         order = DispatchOrder(
             incident=incident,
             department=department,
@@ -280,8 +306,10 @@ def incident_dispatch(
             issued_at=now,
         )
         _enter_order_stage(order, incident, now)
-        order.save()
         created.append(order)
+    # One INSERT for all the orders (PostgreSQL and SQLite return their ids), then their events in order.
+    DispatchOrder.objects.bulk_create(created)
+    for order in created:
         _order_event("order.created", order, action="issue")
     data = {
         "orders": [{"id": o.pk, "department": o.department.code, "role": o.role} for o in created],
@@ -338,10 +366,13 @@ def rework_reopen_lead(*, incident: Incident, actor: Any, source: str, reason: s
 
 def _order_recipients(order: DispatchOrder) -> list[int]:
     # Department staff of the order's unit (not grid workers who happen to belong to a street office).
-    query = Q(department_id=order.department_id, role=Role.DEPARTMENT) | Q(
-        role__in=[Role.OPERATOR, Role.COMMANDER]
-    )
-    return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
+    def compute() -> list[int]:
+        query = Q(department_id=order.department_id, role=Role.DEPARTMENT) | Q(
+            role__in=[Role.OPERATOR, Role.COMMANDER]
+        )
+        return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
+
+    return memoised(("order_recipients", order.department_id), compute)
 
 
 def order_event_data(order: DispatchOrder, action: str | None = None) -> dict[str, Any]:
@@ -442,15 +473,55 @@ def _order_log(
     )
 
 
+# The actions whose note may carry photos (already checked: incidents.photos.check_photos).
+PHOTO_ACTIONS = ("progress", "complete")
+
+
 def order_act(
-    *, order_id: int, actor: Any, action: str, source: str = Source.API, payload: dict[str, Any] | None = None
+    *,
+    order_id: int,
+    actor: Any,
+    action: str,
+    source: str = Source.API,
+    payload: dict[str, Any] | None = None,
+    photos: Sequence[CheckedPhoto] = (),
 ) -> DispatchOrder:
-    """Carry out one action on a dispatch order (raises rules.OrderActionRefused or ActionError)."""
+    """Carry out one action on a dispatch order (raises rules.OrderActionRefused or ActionError).
+
+    `photos` go with `progress` and `complete` only; they are stored with the note in the action's
+    transaction, and their files are deleted again if that transaction does not commit.
+    """
     payload = payload or {}
-    return retry_on_deadlock(lambda: _order_act(order_id, actor, action, source, payload))
+    return retry_on_deadlock(lambda: _order_act(order_id, actor, action, source, payload, photos))
 
 
-def _order_act(order_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]) -> DispatchOrder:
+def _order_act(
+    order_id: int,
+    actor: Any,
+    action: str,
+    source: str,
+    payload: dict[str, Any],
+    photos: Sequence[CheckedPhoto],
+) -> DispatchOrder:
+    saved: list[str] = []
+    try:
+        return _order_act_atomic(order_id, actor, action, source, payload, photos, saved)
+    except BaseException:
+        # Nothing of a refused or failed action stays behind, files included.
+        for name in saved:
+            default_storage.delete(name)
+        raise
+
+
+def _order_act_atomic(
+    order_id: int,
+    actor: Any,
+    action: str,
+    source: str,
+    payload: dict[str, Any],
+    photos: Sequence[CheckedPhoto],
+    saved: list[str],
+) -> DispatchOrder:
     with transaction.atomic():
         order = (
             DispatchOrder.objects.select_for_update(of=("self",))
@@ -473,12 +544,15 @@ def _order_act(order_id: int, actor: Any, action: str, source: str, payload: dic
         reason = str(payload.get("reason") or "").strip()
         if transition.needs_reason and not reason:
             raise ActionError("reason", f"a reason is required to {action}")
+        if photos and action not in PHOTO_ACTIONS:
+            raise ActionError("photos", f"photos go with {' or '.join(PHOTO_ACTIONS)}, not with {action}")
         # Lock the incident too: the incident's state follows its orders.
         Incident.objects.select_for_update().filter(pk=order.incident_id).first()
         handler = _ORDER_HANDLERS[action]
         now = timezone.now()
         from_status = order.status
-        handler(order, actor=actor, payload=payload, reason=reason, now=now)
+        progress = handler(order, actor=actor, payload=payload, reason=reason, now=now)
+        stored = _store_photos(progress, photos, now=now, saved=saved) if progress and photos else []
         if (
             transition.target is not None
             and order.status == transition.target
@@ -486,6 +560,10 @@ def _order_act(order_id: int, actor: Any, action: str, source: str, payload: dic
         ):
             _enter_order_stage(order, order.incident, now)
         order.save()
+        data = _log_data(order, action, payload)
+        if stored:
+            # The timeline (and so the audit chain) names each photo by its content hash.
+            data["photos"] = [{"id": p.pk, "sha256": p.sha256} for p in stored]
         _order_log(
             order,
             actor=actor,
@@ -493,11 +571,33 @@ def _order_act(order_id: int, actor: Any, action: str, source: str, payload: dic
             source=source,
             from_status=from_status,
             reason=reason,
-            data=_log_data(order, action, payload),
+            data=data,
         )
         _order_event("order.updated", order, action=action)
         _after_order_change(order, actor=actor, action=action, source=source)
         return order
+
+
+def _store_photos(
+    progress: OrderProgress, photos: Sequence[CheckedPhoto], *, now: datetime, saved: list[str]
+) -> list[OrderPhoto]:
+    """Store checked photos through Django's storage and attach them to a progress note."""
+    rows = []
+    for photo in photos:
+        name = default_storage.save(
+            f"order-photos/{now:%Y/%m/%d}/{photo.sha256[:16]}.{photo.extension}", ContentFile(photo.content)
+        )
+        saved.append(name)
+        rows.append(
+            OrderPhoto.objects.create(
+                progress=progress,
+                file=name,
+                content_type=photo.content_type,
+                size=len(photo.content),
+                sha256=photo.sha256,
+            )
+        )
+    return rows
 
 
 def _log_data(order: DispatchOrder, action: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -556,16 +656,17 @@ def _note(
 
 def _progress(
     order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
-) -> None:
-    _note(order, actor=actor, payload=payload, kind="progress", now=now)
+) -> OrderProgress:
+    return _note(order, actor=actor, payload=payload, kind="progress", now=now)
 
 
 def _complete(
     order: DispatchOrder, *, actor: Any, payload: dict[str, Any], reason: str, now: datetime
-) -> None:
+) -> OrderProgress:
     progress = _note(order, actor=actor, payload=payload, kind="completion", now=now)
     order.status, order.completed_at, order.completed_by = OrderStatus.COMPLETED, now, actor
     order.completion_note = progress.note
+    return progress
 
 
 def _arbitrate(
@@ -629,7 +730,9 @@ def _supervise(
     )
 
 
-_ORDER_HANDLERS = {
+# A handler changes the order in place; those that write a progress note return it (for its photos).
+OrderHandler = Callable[..., OrderProgress | None]
+_ORDER_HANDLERS: dict[str, OrderHandler] = {
     "sign": _sign,
     "reject": _reject,
     "depart": _depart,
@@ -819,16 +922,62 @@ def _escalate(order: DispatchOrder, *, now: datetime, level: int) -> None:
 # --------------------------------------------------------------------------------------------- units
 
 
-def unit_set_position(*, unit: Unit, actor: Any, lon: Any, lat: Any, status: str | None = None) -> Unit:
-    """Record a unit's position (and optionally its status) reported by its department."""
+def unit_recipients(unit: Unit) -> list[int]:
+    """Who follows a unit live: the command centre and its own department's staff."""
+    # Staff only: grid workers who belong to a street office do not track its vehicles.
+    query = Q(role__in=[Role.OPERATOR, Role.COMMANDER]) | Q(
+        department_id=unit.department_id, role=Role.DEPARTMENT
+    )
+    return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
+
+
+def unit_event_data(unit: Unit) -> dict[str, Any]:
+    """The data of a `unit.updated` event (a vehicle or team: no personal data)."""
+    return {
+        "id": unit.pk,
+        "code": unit.code,
+        "name": unit.name,
+        "kind": unit.kind,
+        "department": unit.department.code,
+        "status": unit.status,
+        "lon": unit.lon,
+        "lat": unit.lat,
+        "position_at": unit.position_at.isoformat() if unit.position_at else None,
+    }
+
+
+def unit_set_position(
+    *, unit: Unit, actor: Any, lon: Any, lat: Any, status: str | None = None, source: str = Source.API
+) -> Unit:
+    """Record a unit's position (and optionally its status) reported by its department; publish it live."""
     if actor.role != Role.DEPARTMENT or actor.department_id != unit.department_id:
         # Positions come from the unit's own department (its vehicles' terminals), nobody else.
         raise PermissionDenied("only the unit's own department reports its position")
     x, y = _position({"lon": lon, "lat": lat})
     if status is not None and status not in UnitStatus.values:
         raise ActionError("status", f"use one of {', '.join(UnitStatus.values)}")
-    unit.lon, unit.lat, unit.position_at = x, y, timezone.now()
-    if status is not None:
-        unit.status = status
-    unit.save()
+    with transaction.atomic():
+        # Locked: two reports of one unit at once leave the later position and a matching audit trail.
+        locked = Unit.objects.select_for_update(of=("self",)).select_related("department").get(pk=unit.pk)
+        from_status = locked.status
+        locked.lon, locked.lat, locked.position_at = x, y, timezone.now()
+        if status is not None:
+            locked.status = status
+        locked.save(update_fields=["lon", "lat", "position_at", "status"])
+        publish(name="unit.updated", data=unit_event_data(locked), recipients=unit_recipients(locked))
+        # After publish: the audit chain's lock is always taken after the feed locks (docs/security.md).
+        audit_record(
+            action="position",
+            object_type="unit",
+            object_id=locked.pk,
+            actor=actor,
+            source=source,
+            from_status=from_status,
+            to_status=locked.status,
+            data={"department": locked.department.code, "lon": x, "lat": y},
+            at=locked.position_at,
+        )
+    # The caller's instance follows, as it did when this saved it in place.
+    unit.lon, unit.lat, unit.position_at = locked.lon, locked.lat, locked.position_at
+    unit.status = locked.status
     return unit

@@ -38,6 +38,8 @@ from shapely.geometry.base import BaseGeometry
 from audit.services import audit_record
 from command import cap
 from command.constants import Role
+from command.hotspots import STATISTIC as HOTSPOT_STATISTIC
+from command.hotspots import Hotspot, emerging_hotspots
 from command.models import (
     LEVEL_NUMERAL,
     LEVEL_RANK,
@@ -46,6 +48,7 @@ from command.models import (
     CapDirection,
     Department,
     EarlyWarning,
+    RuleTrigger,
     User,
     WarningCapMessage,
     WarningLevel,
@@ -1120,6 +1123,41 @@ def _cluster_incidents(rule: WarningRule, start: datetime, now: datetime) -> Que
     )
 
 
+def _rule_candidates(
+    rule: WarningRule, incidents: QuerySet[Incident], column: str, now: datetime
+) -> dict[str, Hotspot | None]:
+    """The units that may fire, each with its hotspot figures (None for a plain threshold rule)."""
+    if rule.trigger != RuleTrigger.EMERGING:
+        codes = (
+            incidents.values(column)
+            .annotate(n=Count("pk"))
+            .filter(n__gte=rule.min_count)
+            .values_list(column, flat=True)
+        )
+        return dict.fromkeys(codes)
+    # The same population as a threshold rule counts (no cancelled reports, no merged duplicates),
+    # tested against each unit's own history just before the window.
+    population = (
+        Incident.objects.filter(merged_into__isnull=True)
+        .exclude(status__in=[Status.CANCELLED, Status.MERGED])
+        .exclude(**{column: ""})
+    )
+    return {
+        h.code: h
+        for h in emerging_hotspots(
+            layer=rule.unit_layer,
+            now=now,
+            window=timedelta(minutes=rule.window_minutes),
+            history=timedelta(days=rule.history_days),
+            category=rule.category.code,
+            min_count=rule.min_count,
+            fdr=rule.fdr,
+            incidents=population,
+        )
+        if h.emerging
+    }
+
+
 def _fire_rule(rule_id: int, now: datetime) -> int:
     fired = 0
     with transaction.atomic():
@@ -1130,14 +1168,9 @@ def _fire_rule(rule_id: int, now: datetime) -> int:
         start = now - timedelta(minutes=rule.window_minutes)
         column = f"{rule.unit_layer}_code"
         incidents = _cluster_incidents(rule, start, now)
-        candidates = (
-            incidents.values(column)
-            .annotate(n=Count("pk"))
-            .filter(n__gte=rule.min_count)
-            .values_list(column, flat=True)
-        )
+        statistics = _rule_candidates(rule, incidents, column, now)
         resolver = get_area_resolver()
-        for code in sorted(candidates):
+        for code in sorted(statistics):
             ids = list(
                 incidents.filter(**{column: code}).order_by("reported_at", "pk").values_list("pk", flat=True)
             )
@@ -1155,12 +1188,15 @@ def _fire_rule(rule_id: int, now: datetime) -> int:
             except KeyError:
                 log.warning("rule %s: %s %s is not in the territory any more", rule.pk, rule.unit_layer, code)
                 continue
+            hotspot = statistics[code]
             fields: dict[str, Any] = {
                 "unit_name": unit.name,
                 "unit_code": code,
                 "count": len(fresh),
                 "minutes": rule.window_minutes,
                 "category": rule.category.name,
+                "expected": f"{hotspot.expected:.1f}" if hotspot else "",
+                "ratio": f"{hotspot.ratio:.1f}" if hotspot and hotspot.ratio is not None else "",
             }
             payload = {
                 "level": rule.level,
@@ -1177,7 +1213,19 @@ def _fire_rule(rule_id: int, now: datetime) -> int:
                 "rule_name": rule.name,
                 "unit": f"{rule.unit_layer}:{code}",
                 "incidents": fresh,
+                "trigger": rule.trigger,
             }
+            if hotspot is not None:
+                firing_data["hotspot"] = {
+                    "count": hotspot.count,
+                    "history_count": hotspot.history_count,
+                    "history_days": rule.history_days,
+                    "expected": hotspot.expected,
+                    "p_value": hotspot.p_value,
+                    "q_value": hotspot.q_value,
+                    "fdr": rule.fdr,
+                    "statistic": HOTSPOT_STATISTIC,
+                }
             try:
                 with transaction.atomic():
                     warning = warning_create(

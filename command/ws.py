@@ -37,6 +37,23 @@ def _order_action(action: str) -> Any:
     return handler
 
 
+def _warning_read(user: Any, message: dict[str, Any]) -> dict[str, Any]:
+    """A recipient's read receipt for a warning ("warning.read", or the "read" shorthand message)."""
+    from command.warnings import WarningActionRefused, warning_mark_read, warnings_visible_to
+
+    warning_id = message.get("warning_id")
+    if isinstance(warning_id, bool) or not isinstance(warning_id, int):
+        raise ActionFailed(400, "warning_id: a warning id is required", field="warning_id")
+    if not warnings_visible_to(user).filter(pk=warning_id).exists():
+        raise ActionFailed(404, "no such warning")
+    try:
+        receipt = warning_mark_read(warning_id=warning_id, user=user, source=Source.WEBSOCKET)
+    except WarningActionRefused as exc:
+        raise ActionFailed(exc.status, str(exc), allowed=exc.allowed) from None
+    read_at = receipt.read_at.isoformat() if receipt.read_at else None
+    return {"warning_id": warning_id, "read_at": read_at}
+
+
 def orders_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]]]) -> None:
     """An order counts as delivered at the first ack of its created event by its department's client."""
     from command.models import User
@@ -52,13 +69,14 @@ def orders_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]
 
 
 def register() -> None:
-    """Offer every order action as "order.<action>", mark deliveries on ack, run escalation."""
+    """Offer every order action as "order.<action>" and "warning.read"; mark deliveries on ack; run ticks."""
     for action in rules.ORDER_TRANSITIONS:
         register_action(f"order.{action}", _order_action(action))
     register_ack_hook(orders_delivered_on_ack)
     register_tick("order_escalation", orders_tick)
     from command.warnings import auto_warnings_tick, warnings_delivered_on_ack, warnings_tick
 
+    register_action("warning.read", _warning_read)
     register_ack_hook(warnings_delivered_on_ack)
     register_tick("warning_expiry", warnings_tick)
     register_tick("automatic_warnings", auto_warnings_tick)

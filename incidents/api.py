@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
@@ -137,7 +138,8 @@ def incident_detail(incident: Incident, user: Any) -> dict[str, Any]:
             "photos": [
                 {
                     "id": p.pk,
-                    "url": p.file.url,
+                    # Served to those who may see the incident, never from MEDIA_URL (privacy).
+                    "url": reverse("photo-report", args=[p.pk]),
                     "content_type": p.content_type,
                     "width": p.width,
                     "height": p.height,
@@ -299,6 +301,15 @@ class IncidentListView(generics.ListAPIView[Incident]):
             OpenApiParameter("reported_before", OpenApiTypes.DATETIME),
             OpenApiParameter("overdue", OpenApiTypes.BOOL),
             OpenApiParameter("q", OpenApiTypes.STR, description="text in code, description or address"),
+            OpenApiParameter(
+                "reporter",
+                OpenApiTypes.STR,
+                enum=["me"],
+                description=(
+                    "`me`: only incidents holding a report of the caller (each once, also when it holds "
+                    "several, e.g. a retried or merged duplicate); any other value is a 400"
+                ),
+            ),
         ],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT)},
     )
@@ -318,8 +329,12 @@ class IncidentListView(generics.ListAPIView[Incident]):
                     times[name] = serializers.DateTimeField().to_internal_value(params[name])
                 except serializers.ValidationError as exc:
                     raise serializers.ValidationError({name: exc.detail}) from None
+        reporter = params.get("reporter")
+        if reporter is not None and reporter != "me":
+            raise serializers.ValidationError({"reporter": "use reporter=me (the only value)"})
         return incident_filter(
             incidents_visible_to(self.request.user),
+            reporter=self.request.user if reporter == "me" else None,
             status=statuses or None,
             category=params.get("category") or None,
             grade=params.get("grade") or None,

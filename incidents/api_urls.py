@@ -1,6 +1,6 @@
 from django.urls import path
 
-from incidents import api
+from incidents import api, photo_api
 
 urlpatterns = [
     path("categories/", api.CategoryListView.as_view(), name="category-list"),
@@ -8,4 +8,5 @@ urlpatterns = [
     path("incidents/", api.IncidentListView.as_view(), name="incident-list"),
     path("incidents/<int:pk>/", api.IncidentDetailView.as_view(), name="incident-detail"),
     path("incidents/<int:pk>/actions/", api.IncidentActionView.as_view(), name="incident-actions"),
+    path("photos/report/<int:pk>/", photo_api.ReportPhotoView.as_view(), name="photo-report"),
 ]

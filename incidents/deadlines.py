@@ -16,7 +16,8 @@ from datetime import datetime
 
 from django.conf import settings
 
-from gis.models import LAYER_ORDER, TerritoryUnit
+from config.memo import memoised
+from gis.models import LAYER_ORDER
 from incidents.models import Category, DeadlinePolicy, DurationUnit, Grade
 from incidents.workcal import WorkCalendar, add_minutes, extend_for_pause
 
@@ -41,25 +42,32 @@ def work_calendar() -> WorkCalendar:
     return WorkCalendar.from_file(settings.WORK_CALENDAR_FILE)
 
 
+def _policies_by_stage() -> dict[str, list[tuple[DeadlinePolicy, str, str]]]:
+    """Every policy, per stage, with its area's code and layer ("" when it has no area)."""
+    by_stage: dict[str, list[tuple[DeadlinePolicy, str, str]]] = {}
+    for p in DeadlinePolicy.objects.select_related("area").order_by("pk"):
+        area_code, area_layer = (p.area.code, p.area.layer) if p.area else ("", "")
+        by_stage.setdefault(p.stage, []).append((p, area_code, area_layer))
+    return by_stage
+
+
 def policy_for(
     *, stage: str, category: Category, grade: Grade | None, area_codes: dict[str, str]
 ) -> DeadlinePolicy | None:
     """The most specific deadline policy for a stage, or None when no row matches."""
     category_ids = [category.pk] + ([category.parent_id] if category.parent_id else [])
-    codes = [c for c in area_codes.values() if c]
-    area_ids = dict(TerritoryUnit.objects.filter(code__in=codes).values_list("pk", "layer")) if codes else {}
-    candidates = DeadlinePolicy.objects.filter(stage=stage).select_related("area")
+    codes = {c for c in area_codes.values() if c}
     best: tuple[tuple[int, int, int, int], DeadlinePolicy] | None = None
-    for policy in candidates:
+    for policy, area_code, area_layer in memoised("deadline_policies", _policies_by_stage).get(stage, []):
         if policy.category_id is not None and policy.category_id not in category_ids:
             continue
         if policy.grade_id is not None and (grade is None or policy.grade_id != grade.pk):
             continue
-        if policy.area_id is not None and policy.area_id not in area_ids:
+        if policy.area_id is not None and area_code not in codes:
             continue
         dims = sum(x is not None for x in (policy.category_id, policy.grade_id, policy.area_id))
         exact = 1 if policy.category_id == category.pk else 0
-        depth = AREA_DEPTH.get(area_ids.get(policy.area_id, ""), 0) if policy.area_id else 0
+        depth = AREA_DEPTH.get(area_layer, 0) if policy.area_id else 0
         key = (dims, exact, depth, -policy.pk)
         if best is None or key > best[0]:
             best = (key, policy)

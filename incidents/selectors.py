@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from incidents import rules
-from incidents.models import Incident
+from incidents.models import Incident, Photo, Report
 
 # Other apps widen what a role sees (command: a department sees incidents it holds orders for).
 VISIBILITY_EXTENSIONS: list[Callable[[Any], Q | None]] = []
@@ -24,7 +24,8 @@ def incidents_visible_to(user: Any) -> QuerySet[Incident]:
     query = Q(pk__in=[])
     if role == rules.GRID_WORKER:
         grid_codes = list(user.grids.values_list("code", flat=True))
-        query = Q(reported_by=user) | Q(grid_code__in=grid_codes)
+        # Their own reports include those merged into (or split off as) an incident of another grid.
+        query = Q(reported_by=user) | Q(pk__in=_reported_by(user)) | Q(grid_code__in=grid_codes)
     for extend in VISIBILITY_EXTENSIONS:
         extra = extend(user)
         if extra is not None:
@@ -32,9 +33,20 @@ def incidents_visible_to(user: Any) -> QuerySet[Incident]:
     return base.filter(query).distinct()
 
 
+def photos_visible_to(user: Any) -> QuerySet[Photo]:
+    """Report photos the user may see: those of the incidents the user may see."""
+    return Photo.objects.filter(report__incident__in=incidents_visible_to(user).values("pk"))
+
+
+def _reported_by(user: Any) -> QuerySet[Report, Any]:
+    """The ids of the incidents holding a report of the user (a subquery: no duplicate rows)."""
+    return Report.objects.filter(reporter=user).values("incident_id")
+
+
 def incident_filter(
     queryset: QuerySet[Incident],
     *,
+    reporter: Any = None,
     status: list[str] | None = None,
     category: str | None = None,
     grade: str | None = None,
@@ -44,7 +56,13 @@ def incident_filter(
     overdue: bool | None = None,
     text: str | None = None,
 ) -> QuerySet[Incident]:
-    """Apply list filters; `category` matches a subcategory or a whole family, `area` any territory level."""
+    """Apply list filters; `category` matches a subcategory or a whole family, `area` any territory level.
+
+    `reporter` keeps the incidents holding a report of that user (an incident may hold several: a
+    retried or merged duplicate); `reported_by` alone would miss merged ones.
+    """
+    if reporter is not None:
+        queryset = queryset.filter(pk__in=_reported_by(reporter))
     if status:
         queryset = queryset.filter(status__in=status)
     if category:

@@ -22,7 +22,8 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import audit_batch, audit_record
+from config.memo import forget, memo_scope
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, rules
 from incidents.models import (
@@ -39,7 +40,7 @@ from incidents.models import (
     Status,
 )
 from incidents.photos import CheckedPhoto
-from realtime.publish import publish
+from realtime.publish import publish, publish_batch
 
 User = get_user_model()
 T = TypeVar("T")
@@ -136,6 +137,18 @@ def report_submit(
     source: str = Source.API,
 ) -> IntakeResult:
     """Take a report: geocode it, open an incident (or replay the original for a repeated key)."""
+    with memo_scope():
+        return _report_submit(reporter, data, photos, photo_names, idempotency_key, source)
+
+
+def _report_submit(
+    reporter: Any,
+    data: ReportInput,
+    photos: Sequence[CheckedPhoto],
+    photo_names: Sequence[str],
+    idempotency_key: str | None,
+    source: str,
+) -> IntakeResult:
     fingerprint = request_fingerprint(data, photos)
     if idempotency_key:
         earlier = _replay(reporter, idempotency_key, fingerprint)
@@ -152,7 +165,8 @@ def report_submit(
     now = _now()
     saved: list[str] = []
     try:
-        with transaction.atomic():
+        # Events first, then the audit rows, each written once at the end (see publish_batch).
+        with transaction.atomic(), audit_batch(), publish_batch():
             incident = _open_incident(category=category, data=data, geo=geo, reporter=reporter, now=now)
             report = Report.objects.create(
                 incident=incident,
@@ -317,7 +331,8 @@ def retry_on_deadlock(work: Callable[[], T], attempts: int = 3) -> T:
     """Run a transaction, again when PostgreSQL aborted it to break a deadlock (our transaction only)."""
     for attempt in range(attempts):
         try:
-            return work()
+            with memo_scope():
+                return work()
         except OperationalError as exc:
             # Inside someone else's transaction a retry is theirs to make; only our own is retried.
             if connection.in_atomic_block or attempt == attempts - 1 or "deadlock" not in str(exc).lower():
@@ -352,7 +367,7 @@ def incident_act(
 def _incident_act(
     incident_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]
 ) -> Incident:
-    with transaction.atomic():
+    with transaction.atomic(), audit_batch(), publish_batch():
         incident = (
             Incident.objects.select_for_update(of=("self",))
             .select_related("category", "grade")
@@ -521,6 +536,7 @@ def _merge(incident: Incident, *, actor: Any, source: str, payload: dict[str, An
         raise ActionError("into", f"cannot merge into an incident that is {target.status}")
     moved = list(incident.reports.values_list("pk", flat=True))
     incident.reports.update(incident=target)
+    forget(audience.RECIPIENTS_MEMO)
     incident.merged_into = target
     _transition(
         incident,
@@ -570,6 +586,7 @@ def _split(incident: Incident, *, actor: Any, source: str, payload: dict[str, An
         now=now,
     )
     Report.objects.filter(pk__in=ids).update(incident=new)
+    forget(audience.RECIPIENTS_MEMO)
     _record(
         incident,
         actor=actor,

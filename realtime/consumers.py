@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -119,7 +120,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             wait = self.bucket.take()
             if wait:
                 self.violations += 1
-                await self._error(429, "too many messages", retry_after=round(wait, 2))
+                # Rounded up to the next hundredth: a refused message never says "retry after 0".
+                await self._error(429, "too many messages", retry_after=math.ceil(wait * 100) / 100)
                 if self.violations > 50:
                     await self._close(CLOSE_TOO_MANY, "too many messages")
                 return
@@ -147,7 +149,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "action":
             await self._action(content)
         elif kind == "read":
-            await self._action({**content, "action": "warning.read"})
+            # Shorthand for the "warning.read" action; the request id may be left out (fire and forget).
+            request_id = content.get("request_id")
+            if request_id is None:
+                request_id = f"read:{str(content.get('warning_id'))[:32]}"
+            await self._action({**content, "action": "warning.read", "request_id": request_id})
         elif kind == "ping":
             await self.send_json({"type": "pong"})
         elif kind == "auth":

@@ -47,6 +47,16 @@ WARNING_KEYS: dict[str, type | tuple[type, ...]] = {
     "headline": str,
     "status": str,
 }
+UNIT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "id": int,
+    "code": str,
+    "name": str,
+    "department": str,
+    "status": str,
+    "lon": (*_NUMBER, type(None)),
+    "lat": (*_NUMBER, type(None)),
+    "position_at": _NULLABLE_STR,
+}
 
 SHAPES: dict[str, EventShape] = {
     shape.name: shape
@@ -60,6 +70,7 @@ SHAPES: dict[str, EventShape] = {
         EventShape("warning.updated", 1, WARNING_KEYS),
         EventShape("warning.cancelled", 1, WARNING_KEYS),
         EventShape("presence.changed", 1, {"department": _NULLABLE_STR, "user_id": int, "online": bool}),
+        EventShape("unit.updated", 1, UNIT_KEYS),
     ]
 }
 

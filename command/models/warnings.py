@@ -204,8 +204,33 @@ class ClusterUnit(models.TextChoices):
     GRID = "grid", _("Grid")
 
 
+# The placeholders a rule's headline and description may use, with sample values to check a template.
+RULE_TEMPLATE_FIELDS: dict[str, object] = {
+    "unit_name": "",
+    "unit_code": "",
+    "count": 0,
+    "minutes": 0,
+    "category": "",
+    "expected": "",
+    "ratio": "",
+}
+
+
+class RuleTrigger(models.TextChoices):
+    """What makes a rule fire for a unit."""
+
+    THRESHOLD = "threshold", _("At least N incidents in the window")
+    EMERGING = "emerging", _("Emerging hotspot: improbably many against the unit's own history")
+
+
 class WarningRule(models.Model):
-    """An automatic warning: at least N incidents of a category (family) in one block or grid in T minutes."""
+    """An automatic warning for a block or grid: a plain count threshold, or an emerging hotspot.
+
+    A *threshold* rule fires when at least N incidents of the category (family) fall in one unit within
+    T minutes. An *emerging* rule fires when the unit is an emerging hotspot for that window against its
+    own history (``command.hotspots.emerging_hotspots``: one-sided Poisson test, Benjamini–Hochberg over
+    the layer) and holds at least N incidents.
+    """
 
     name = models.CharField(_("name"), max_length=128)
     enabled = models.BooleanField(_("enabled"), default=True)
@@ -215,14 +240,30 @@ class WarningRule(models.Model):
     unit_layer = models.CharField(
         _("counted per"), max_length=8, choices=ClusterUnit.choices, default=ClusterUnit.BLOCK
     )
+    trigger = models.CharField(
+        _("fires on"), max_length=12, choices=RuleTrigger.choices, default=RuleTrigger.THRESHOLD
+    )
     min_count = models.PositiveIntegerField(_("at least (incidents)"), default=3)
     window_minutes = models.PositiveIntegerField(_("within (minutes)"), default=60)
+    history_days = models.PositiveIntegerField(
+        _("history (days)"),
+        default=28,
+        help_text=_("Emerging hotspots only: the unit's own history just before the window."),
+    )
+    fdr = models.FloatField(
+        _("false discovery rate"),
+        default=0.05,
+        help_text=_("Emerging hotspots only: the Benjamini–Hochberg level, e.g. 0.05."),
+    )
     level = models.CharField(_("level"), max_length=8, choices=WarningLevel.choices, default="blue")
     warning_type = models.CharField(_("warning type"), max_length=64)
     headline = models.CharField(
         _("headline"),
         max_length=256,
-        help_text=_("May use {unit_name}, {unit_code}, {count}, {minutes} and {category}."),
+        help_text=_(
+            "May use {unit_name}, {unit_code}, {count}, {minutes}, {category}, and for emerging "
+            "hotspots {expected} (the count expected from the unit's history) and {ratio}."
+        ),
     )
     description = models.TextField(_("description"), blank=True)
     instructions = models.TextField(_("instructions"), blank=True)
@@ -245,10 +286,19 @@ class WarningRule(models.Model):
             errors["window_minutes"] = str(_("At least one minute."))
         if self.valid_minutes < 1:
             errors["valid_minutes"] = str(_("At least one minute."))
+        if self.trigger == RuleTrigger.EMERGING:
+            if self.history_days < 1:
+                errors["history_days"] = str(_("At least one day."))
+            elif self.history_days * 24 * 60 < 2 * self.window_minutes:
+                errors["history_days"] = str(_("The history must be at least twice the window."))
+            if not 0 < self.fdr <= 0.5:
+                errors["fdr"] = str(_("Between 0 and 0.5, e.g. 0.05."))
         try:
-            self.headline.format(unit_name="", unit_code="", count=0, minutes=0, category="")
+            self.headline.format(**RULE_TEMPLATE_FIELDS)
         except (KeyError, IndexError, ValueError):
-            errors["headline"] = str(_("Only {unit_name}, {unit_code}, {count}, {minutes}, {category}."))
+            errors["headline"] = str(
+                _("Only {unit_name}, {unit_code}, {count}, {minutes}, {category}, {expected}, {ratio}.")
+            )
         if errors:
             raise ValidationError(errors)
 

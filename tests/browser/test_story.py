@@ -5,7 +5,9 @@ from the service worker), the network returns and it is sent with its Idempotenc
 appears on the command centre's map without a reload; the operator accepts, registers (grade Ⅱ: the
 alert sounds) and dispatches from the dialog that shows the rule's proposal and recommended units;
 the department's inbox rings and shows the order; the department signs; the command centre sees
-"signed" live. Screenshots of the three consoles go to docs/screenshots/.
+"signed" live; the department completes the order with a photo from the dialog, and the command
+centre sees it completed with the report's and the completion's photos, served by the API.
+Screenshots of the three consoles go to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from django.utils import timezone
 
 from command.demo import DISTRICT_SLUGS
-from command.models import User
+from command.models import OrderPhoto, User
 from command.warnings import warning_act, warning_create
 from gis.models import TerritoryUnit
 from incidents.models import Incident, Report
@@ -33,7 +35,8 @@ def test_offline_report_to_signed_order(tmp_path, demo_city, open_console):
     grid = first_grid_of("grid01")
     lon, lat = point_in(grid)
     police = f"police_{DISTRICT_SLUGS[grid[:6]]}"
-    with daphne(tmp_path) as server:
+    # Uploaded photos go to the test's folder, not var/media.
+    with daphne(tmp_path, env={"MEDIA_ROOT": str(tmp_path / "media")}) as server:
         base = server.url
         centre = open_console(base, "operator", "/command/")
         centre.evaluate("window.__sameDocument = true")
@@ -141,6 +144,31 @@ def test_offline_report_to_signed_order(tmp_path, demo_city, open_console):
         )
         phone.evaluate("window.scrollTo(0, 0)")
         screenshot(phone, "grid-worker-phone", full_page=True)
+
+        # --- the department completes with a photo (multipart, with the CSRF token of the session)
+        inbox.click(f'li[data-order="{order_id}"] button[data-action=complete]')
+        inbox.fill("dialog textarea[name=note]", "人群已疏散，现场恢复秩序")
+        inbox.set_input_files(
+            "dialog input[name=photos]",
+            files=[{"name": "done.jpg", "mimeType": "image/jpeg", "buffer": jpeg_photo(320, 240)}],
+        )
+        inbox.click("dialog button[type=submit]")
+        done = f'li[data-order="{order_id}"][data-status="completed"]'
+        inbox.wait_for_selector(done, state="attached", timeout=LIVE)
+        inbox.click("details.done-list summary")  # finished orders are folded away
+        assert (
+            OrderPhoto.objects.filter(progress__order_id=order_id, progress__kind="completion").count() == 1
+        )
+        loaded = (
+            "(s) => [...document.querySelectorAll(s)].filter((i) => i.complete && i.naturalWidth > 0).length"
+        )
+        wait_until(inbox, f"({loaded})('{done} .photos img') === 1")
+        # The command centre sees it live, with the report's photo and the completion's, both loaded.
+        centre.wait_for_selector(
+            f'#detail-orders li[data-order="{order_id}"] .status-completed', timeout=LIVE
+        )
+        wait_until(centre, f"({loaded})('#detail-orders .photos img') === 1")
+        wait_until(centre, f"({loaded})('#detail-body .photos img') === 2")
 
 
 def issue_warning(community: str) -> int:

@@ -454,6 +454,72 @@ def test_cluster_rule_drafts_one_warning_per_cluster_and_alerts_the_centre():
     warning_issue(warning_id=warning.pk, actor=user("operator"))
 
 
+def test_emerging_hotspot_rule_fires_only_where_the_window_beats_the_unit_history():
+    """An emerging rule asks more than a count: three reports fire in a quiet block, not in a busy one."""
+    blocks = TerritoryUnit.objects.filter(layer="block").order_by("code")
+    quiet, busy = blocks[11].code, blocks[12].code
+    rule = WarningRule.objects.create(
+        name="积水突增",
+        category=Category.objects.get(code="ND"),
+        trigger="emerging",
+        unit_layer="block",
+        min_count=3,
+        window_minutes=60,
+        history_days=1,
+        fdr=0.05,
+        level="yellow",
+        warning_type="城市内涝",
+        headline="{unit_name}{minutes}分钟内{count}起，历史预期{expected}起",
+    )
+    rule.full_clean()
+    now = timezone.now()
+    # The busy block had twelve such incidents over the day before the window: three in an hour is usual.
+    for hours in range(2, 14):
+        incident = _report_in_block(busy)
+        Incident.objects.filter(pk=incident.pk).update(reported_at=now - timedelta(hours=hours))
+    for _ in range(3):
+        _report_in_block(busy)
+        _report_in_block(quiet)
+    # An independent check of the statistic: λ = (h + ½)·W/H, p = P(X ≥ 3).
+    busy_lambda = (12 + 0.5) / 24
+    busy_p = 1 - math.exp(-busy_lambda) * (1 + busy_lambda + busy_lambda**2 / 2)
+    assert busy_p > 0.01, "the busy block's p-value alone is above any FDR threshold over many blocks"
+
+    assert auto_warnings_tick(now=now + timedelta(seconds=1)) == 1
+    firing = WarningRuleFiring.objects.get(rule=rule)
+    assert firing.unit_code == quiet and len(firing.incident_ids) == 3
+    hotspot = WarningLogRecord.objects.get(warning=firing.warning).data["hotspot"]
+    assert hotspot["history_count"] == 0 and hotspot["count"] == 3
+    assert hotspot["expected"] == pytest.approx(0.5 / 24, rel=1e-3)
+    assert hotspot["p_value"] < 1e-5 and hotspot["q_value"] <= 0.05
+    assert firing.warning is not None and "历史预期0.0起" in firing.warning.headline
+    assert firing.warning.level == "yellow" and firing.warning.origin == "rule"
+    assert auto_warnings_tick(now=now + timedelta(seconds=2)) == 0, "each firing is recorded once"
+
+    # The same data under a plain threshold rule fires for both blocks: the hotspot test made the difference.
+    rule.trigger = "threshold"
+    rule.save()
+    WarningRuleFiring.objects.filter(rule=rule).delete()
+    assert auto_warnings_tick(now=now + timedelta(seconds=3)) == 2
+
+
+def test_emerging_rule_checks_its_statistics_settings():
+    rule = WarningRule(
+        name="x",
+        category=Category.objects.get(code="ND"),
+        trigger="emerging",
+        min_count=3,
+        window_minutes=24 * 60,
+        history_days=1,
+        fdr=0.9,
+        warning_type="t",
+        headline="{unit_name}: {ratio}",
+    )
+    with pytest.raises(Exception) as exc:
+        rule.full_clean()
+    assert "history_days" in str(exc.value) and "fdr" in str(exc.value) and "headline" not in str(exc.value)
+
+
 def test_rule_checks_its_template():
     rule = WarningRule(
         name="x",

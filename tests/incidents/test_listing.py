@@ -107,3 +107,53 @@ def test_detail_has_timeline_with_who_role_source_and_reason(client_for):
         last["to_status"],
         last["reason"],
     ) == ("operator", "operator", "cancel", "reported", "cancelled", "重复上报")
+
+
+def test_reporter_me_lists_exactly_the_callers_incidents_once(client_for):
+    """reporter=me: incidents holding a report of the caller (merged ones too), each once, no one else's."""
+    operator = User.objects.get(username="operator")
+    elsewhere = first_grid_of("grid05")
+    assert elsewhere != first_grid_of("grid01")
+    mine = report("grid01")
+    again = report("grid01", key="retry-1")
+    assert report("grid01", key="retry-1").pk == again.pk  # a retried report makes no second incident
+    theirs_in_my_grid = report("grid05")
+    theirs = report("grid05", grid=elsewhere)
+    # Two duplicates of grid01 merged into grid05's incident in another grid: it now holds three reports.
+    for n in range(2):
+        duplicate = report("grid01", grid=elsewhere, description=f"重复上报 {n}")
+        incident_act(incident_id=duplicate.pk, actor=operator, action="merge", payload={"into": theirs.pk})
+    assert theirs.reports.filter(reporter__username="grid01").count() == 2
+
+    grid01 = client_for("grid01")
+    listed = _ids(grid01.get("/api/v1/incidents/?reporter=me&page_size=200"))
+    assert sorted(listed) == sorted({mine.pk, again.pk, theirs.pk})
+    assert len(listed) == len(set(listed))
+    # Everything grid01 sees without the filter includes another worker's report in its grid.
+    assert theirs_in_my_grid.pk in _ids(grid01.get("/api/v1/incidents/?page_size=200"))
+    # The incident holding its merged report is grid01's to read, though in another grid.
+    assert grid01.get(f"/api/v1/incidents/{theirs.pk}/").status_code == 200
+    # The filter combines with the others.
+    assert _ids(grid01.get(f"/api/v1/incidents/?reporter=me&area={elsewhere}")) == [theirs.pk]
+
+    grid05 = _ids(client_for("grid05").get("/api/v1/incidents/?reporter=me&page_size=200"))
+    assert sorted(grid05) == sorted([theirs_in_my_grid.pk, theirs.pk])
+    # The command centre sees everything, but reporter=me holds only its own (hotline) reports.
+    assert _ids(client_for("operator").get("/api/v1/incidents/?reporter=me")) == []
+
+
+@pytest.mark.parametrize("value", ["you", "", "grid01", "ME", "1"])
+def test_reporter_other_than_me_is_refused_naming_the_parameter(client_for, value):
+    response = client_for("grid01").get("/api/v1/incidents/", {"reporter": value})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert "reporter" in error["fields"], error
+
+
+def test_reporter_parameter_is_in_the_schema(client_for):
+    import yaml
+
+    schema = yaml.safe_load(client_for("grid01").get("/api/v1/schema/").content)
+    parameters = schema["paths"]["/api/v1/incidents/"]["get"]["parameters"]
+    reporter = next(p for p in parameters if p["name"] == "reporter")
+    assert reporter["in"] == "query" and reporter["schema"]["enum"] == ["me"]

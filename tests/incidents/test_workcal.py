@@ -438,7 +438,10 @@ def test_property_round_trip(name: str, start: datetime, minutes: int) -> None:
 @given(name=calendar_names, start=instants, minutes=budgets)
 def test_property_round_trip_from_working_time(name: str, start: datetime, minutes: int) -> None:
     cal = PROPERTY_CALENDARS[name]
-    # Move the start into working time: the moment one minute is spent, less that minute.
+    # Move the start into working time: the moment one minute is spent, less that minute. From a whole
+    # minute (the periods start and end on whole minutes) that minute never straddles a gap; from
+    # 16:59:00.000001 it would end at 01:00:00.000001 the next period, and "less a minute" is not working.
+    start = start.replace(second=0, microsecond=0)
     working_start = cal.add_working_minutes(start, 1).astimezone(UTC) - timedelta(minutes=1)
     assert cal.is_working_time(working_start)
     due = cal.add_working_minutes(working_start, minutes)

@@ -342,5 +342,36 @@ def test_idle_clients_longer_than_60_seconds_still_get_a_broadcast(tmp_path, dem
             client.close()
 
 
+def test_read_receipt_over_the_websocket(tmp_path, demo_city):
+    """`read` (no request id) and `warning.read` mark the receipt read; a non-recipient is refused."""
+    from command.models import WarningReceipt
+    from tests.security.world import _issue_warning
+
+    worker = User.objects.filter(role="grid_worker", grids__isnull=False).order_by("username").first()
+    assert worker is not None
+    warning_id = _issue_warning(worker.grids.order_by("code").first().code)
+    receipt = WarningReceipt.objects.get(warning_id=warning_id, user=worker)
+    assert receipt.read_at is None
+    recipients = WarningReceipt.objects.filter(warning_id=warning_id).values_list("user_id", flat=True)
+    outsider_user = User.objects.filter(role="grid_worker").exclude(pk__in=list(recipients)).first()
+    assert outsider_user is not None
+    with daphne(tmp_path) as server:
+        client = StreamClient(server.url, token_for(server.url, worker.username))
+        client.ws.send(json.dumps({"type": "read", "warning_id": warning_id}))
+        result = client.recv_type("result")
+        assert result["ok"] is True and result["warning_id"] == warning_id, result
+        receipt.refresh_from_db()
+        assert receipt.read_at is not None and receipt.read_source == Source.WEBSOCKET
+        again = client.action("warning.read", warning_id=warning_id)
+        assert again["ok"] is True and again["read_at"] == result["read_at"], "the first read counts"
+        bad = client.action("warning.read", warning_id="x")
+        assert bad["ok"] is False and bad["status"] == 400 and "warning_id" in bad["error"]
+        client.close()
+        other = StreamClient(server.url, token_for(server.url, outsider_user.username))
+        hidden = other.action("warning.read", warning_id=warning_id)
+        assert hidden["ok"] is False and hidden["status"] == 404
+        other.close()
+
+
 def test_project_root_is_where_daphne_runs():
     assert (Path(ROOT) / "manage.py").exists()

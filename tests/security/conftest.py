@@ -31,6 +31,8 @@ def pytest_configure(config: Any) -> None:
 @pytest.fixture(autouse=True)
 def _security_settings(settings: Any, tmp_path: Any) -> None:
     settings.AUDIT_ANCHOR_DIR = tmp_path / "anchors"
+    # The world's photos (and any a test uploads) go to a temporary folder, not var/media.
+    settings.MEDIA_ROOT = tmp_path / "media"
     settings.SECURITY_RATES = dict(WIDE_RATES)
 
 

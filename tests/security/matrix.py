@@ -85,6 +85,17 @@ REST: dict[tuple[str, str], Rule] = {
         "anonymous=D operator=A commander=A grid_worker=H department=A/H admin=D",
     ),
     ("GET", "overdue-board"): rule("order", "overdue board (filtered)", _AUTH),
+    # Photos follow what they belong to: the incident of the report, the order of the progress note.
+    ("GET", "photo-report"): rule(
+        "photo",
+        "read a report's",
+        "anonymous=D operator=A commander=A grid_worker=A/H department=A/H admin=A",
+    ),
+    ("GET", "photo-order"): rule(
+        "photo",
+        "read an order's (progress, completion)",
+        "anonymous=D operator=A commander=A grid_worker=H department=A/H admin=A",
+    ),
     ("GET", "unit-list"): rule("unit", "list (filtered)", _AUTH),
     ("POST", "unit-position"): rule(
         "unit", "report position", "anonymous=D operator=D commander=D grid_worker=H department=A/H admin=D"
@@ -172,6 +183,8 @@ WS_ACTIONS: dict[str, frozenset[str]] = {
     "order.arbitrate": frozenset({"commander"}),
     "order.supervise": frozenset({"commander"}),
     "order.release": _CENTRE_ROLES,
+    # Recipients only: the command centre and the grid workers and departments the warning reached.
+    "warning.read": _CENTRE_ROLES | {"grid_worker", "department"},
 }
 # Which objects a websocket action can reach, per role: "all", "own" (own/other → visible/hidden), "none".
 WS_VISIBILITY: dict[str, dict[str, str]] = {
@@ -187,6 +200,13 @@ WS_VISIBILITY: dict[str, dict[str, str]] = {
         "commander": "all",
         "admin": "all",
         "grid_worker": "none",
+        "department": "own",
+    },
+    "warning": {
+        "operator": "all",
+        "commander": "all",
+        "admin": "all",
+        "grid_worker": "own",
         "department": "own",
     },
 }
@@ -246,6 +266,8 @@ REST_PATHS = {
     ("GET", "order-list"): "/api/v1/orders/",
     ("GET", "order-detail"): "/api/v1/orders/{id}/",
     ("POST", "order-actions"): "/api/v1/orders/{id}/actions/",
+    ("GET", "photo-report"): "/api/v1/photos/report/{id}/",
+    ("GET", "photo-order"): "/api/v1/photos/order/{id}/",
     ("GET", "overdue-board"): "/api/v1/overdue/",
     ("GET", "unit-list"): "/api/v1/units/",
     ("POST", "unit-position"): "/api/v1/units/{id}/position/",

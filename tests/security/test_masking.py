@@ -209,6 +209,7 @@ def test_websocket_events_show_no_clear_numbers(demo_city, tmp_path):
     }
     leaks: list[str] = []
     errors: list[BaseException] = []
+    names: dict[str, set[str]] = {}
 
     def read_feed(server_url: str, role: str) -> None:
         client = StreamClient(server_url, tokens[role])
@@ -216,6 +217,7 @@ def test_websocket_events_show_no_clear_numbers(demo_city, tmp_path):
             head = int(client.welcome["head"])
             if head:
                 client.collect(lambda events: len(events) >= head, timeout=30)
+            names[role] = {event["event"] for event in client.events}
             for event in client.events:
                 found = _clear_numbers(json.dumps(event, ensure_ascii=False))
                 if found:
@@ -233,3 +235,6 @@ def test_websocket_events_show_no_clear_numbers(demo_city, tmp_path):
             thread.join(60)
     assert not errors, errors
     assert not leaks, "personal numbers in clear in websocket events:\n" + "\n".join(leaks)
+    # The snapshot read the units' positions too; they go to the centre and the unit's department only.
+    unit_feeds = {role for role, seen in names.items() if "unit.updated" in seen}
+    assert unit_feeds == {"operator", "commander", "department"}, names

@@ -176,6 +176,8 @@ CALLS: dict[tuple[str, str], Builder] = {
     ("POST", "order-actions"): lambda w, r, s: Call(
         "POST", f"{API}/orders/{w.order[s]}/actions/", _order_action(r)
     ),
+    ("GET", "photo-report"): lambda w, r, s: Call("GET", f"{API}/photos/report/{w.report_photo[s]}/"),
+    ("GET", "photo-order"): lambda w, r, s: Call("GET", f"{API}/photos/order/{w.order_photo[s]}/"),
     ("GET", "overdue-board"): lambda w, r, s: Call("GET", f"{API}/overdue/"),
     ("GET", "unit-list"): lambda w, r, s: Call("GET", f"{API}/units/"),
     ("POST", "unit-position"): lambda w, r, s: Call(
@@ -377,7 +379,9 @@ def test_websocket_matrix(demo_city, tmp_path):
             for action in matrix.WS_ACTIONS:
                 kind = action.split(".", 1)[0]
                 for scope in ("own", "other"):
-                    target = world.incident[scope] if kind == "incident" else world.order[scope]
+                    target = {"incident": world.incident, "order": world.order, "warning": world.warning}[
+                        kind
+                    ][scope]
                     result = client.action(action, **{f"{kind}_id": target})
                     status = 200 if result["ok"] else int(result["status"])
                     got = classify_api(status)

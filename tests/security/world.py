@@ -1,14 +1,16 @@
-"""The world the matrix and masking tests walk: two incidents (own and other unit), their orders, units
-and warnings, made through the product's services."""
+"""The world the matrix and masking tests walk: two incidents (own and other unit), their orders, units,
+warnings and photos, made through the product's services."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.utils import timezone
 
+from incidents.photos import CheckedPhoto, check_photo
 from tests.support.factories import first_grid_of, point_in
 
 # Personal numbers planted in every report of the world: a mobile number in the structured field, in
@@ -29,6 +31,36 @@ class World:
     warning: dict[str, int]
     dept: str
     users: dict[str, str]
+    # A photo of each incident's report, and one of each lead order's progress note.
+    report_photo: dict[str, int]
+    order_photo: dict[str, int]
+
+
+def _photo(color: str) -> CheckedPhoto:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), color).save(out, "JPEG")
+    return check_photo(out.getvalue(), filename=f"{color}.jpg")
+
+
+def _progress_with_photo(order_id: int) -> int:
+    """The order's department signs it and reports progress with a photo; the photo's id."""
+    from command.models import DispatchOrder, OrderPhoto, User
+    from command.services import order_act
+
+    order = DispatchOrder.objects.get(pk=order_id)
+    staff = User.objects.filter(department_id=order.department_id, role="department").order_by("pk").first()
+    assert staff is not None
+    order_act(order_id=order_id, actor=staff, action="sign")
+    order_act(
+        order_id=order_id,
+        actor=staff,
+        action="progress",
+        payload={"note": "现场处置中"},
+        photos=[_photo("red")],
+    )
+    return int(OrderPhoto.objects.get(progress__order_id=order_id).pk)
 
 
 def _issue_warning(grid: str) -> int:
@@ -52,10 +84,11 @@ def _issue_warning(grid: str) -> int:
 
 
 def build_world() -> World:
-    """Incidents X and Y, each registered (and so dispatched by rule), with a warning over each grid."""
+    """Incidents X and Y, each with a photo and registered (and so dispatched by rule), their lead orders
+    signed and in progress with a photo, and a warning over each grid."""
     from command.models import DispatchOrder, OrderRole, Unit, User
     from gis.models import TerritoryUnit
-    from incidents.models import Source
+    from incidents.models import Photo, Source
     from incidents.services import ReportInput, incident_act, report_submit
 
     operator = User.objects.get(username="operator")
@@ -80,7 +113,9 @@ def build_world() -> World:
             reporter_phone=PHONE,
         )
         user = User.objects.get(username=reporter)
-        incident = report_submit(reporter=user, data=data, idempotency_key=uuid.uuid4().hex).incident
+        incident = report_submit(
+            reporter=user, data=data, photos=[_photo("blue")], idempotency_key=uuid.uuid4().hex
+        ).incident
         for action in ("accept", "register"):
             incident_act(incident_id=incident.pk, actor=operator, action=action, source=Source.API)
         ids[scope] = incident.pk
@@ -94,6 +129,13 @@ def build_world() -> World:
         for scope in ("own", "other")
     }
     assert units["own"] is not None and units["other"] is not None
+    # Each department reports its unit's position, so `unit.updated` is in the feeds the tests read.
+    from command.services import unit_set_position
+
+    for unit in units.values():
+        assert unit is not None and unit.lon is not None and unit.lat is not None
+        staff = User.objects.filter(department_id=unit.department_id, role="department").first()
+        unit_set_position(unit=unit, actor=staff, lon=unit.lon + 0.001, lat=unit.lat)
     dept = orders["own"].department.code
     return World(
         incident=ids,
@@ -108,4 +150,8 @@ def build_world() -> World:
             "department": dept,
             "admin": "admin",
         },
+        report_photo={
+            scope: int(Photo.objects.get(report__incident_id=ids[scope]).pk) for scope in ("own", "other")
+        },
+        order_photo={scope: _progress_with_photo(o.pk) for scope, o in orders.items()},
     )

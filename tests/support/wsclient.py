@@ -55,7 +55,9 @@ class StreamClient:
         status, body = api(base, "POST", "/api/v1/ws-tickets/", token=token)
         assert status == 201, body
         ws_url = base.replace("http://", "ws://") + "/ws/stream/"
-        self._connect = connect(ws_url, open_timeout=10, max_size=2**22)
+        # No client keepalive: the server pings (daphne), and on a loaded 2-core CI machine a 20 s client
+        # ping timeout closed sockets of tests that deliberately read nothing for a while.
+        self._connect = connect(ws_url, open_timeout=10, max_size=2**22, ping_interval=None)
         self.ws: ClientConnection = self._connect.__enter__()
         self.ws.send(json.dumps({"type": "auth", "ticket": body["ticket"]}))
         self.welcome = self.recv_type("welcome")

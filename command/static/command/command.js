@@ -424,10 +424,7 @@ function renderDetail() {
       el("dt", {}, t("place")), el("dd", {}, d.address || "—", el("br"), el("span", { class: "muted" }, territoryLine), d.near_boundary ? el("span", { class: "warn" }, ` (${t("near_boundary")})`) : null),
       el("dt", {}, t("deadline")), dueNode("dd", d.due_at, d.overdue, { class: "due-text" }),
     ),
-    photos.length
-      ? el("div", { class: "photos" }, photos.map((p, i) => el("a", { href: p.url, target: "_blank", rel: "noopener" },
-        el("img", { src: p.url, alt: `${t("photo")} ${i + 1}`, loading: "lazy", width: 72, height: 72, onerror: (e) => e.target.replaceWith(`${t("photo")} ${i + 1}`) }))))
-      : null,
+    photos.length ? photoStrip(photos) : null,
     actions.length ? el("div", { class: "actions" }, actions.map((a) => el("button", { type: "button", class: `act act-${a}`, "data-action": a, onclick: () => runAction(d, a) }, label("actions", a)))) : null,
     el("h3", {}, t("orders")),
     orders.length
@@ -435,7 +432,8 @@ function renderDetail() {
         el("span", { class: "dept" }, deptName(o.department)),
         el("span", { class: "role" }, label("strings", o.role === "lead" ? "lead" : "assist")),
         statusBadge(o.status, "order_status"),
-        CLOSED_ORDERS.has(o.status) ? null : dueNode("span", o.due_at, o.overdue))))
+        CLOSED_ORDERS.has(o.status) ? null : dueNode("span", o.due_at, o.overdue),
+        (o.photos || []).length ? photoStrip(o.photos, 48) : null)))
       : el("p", { class: "empty" }, t("none")),
     el("details", {}, el("summary", {}, t("timeline")),
       el("ol", { class: "timeline" }, d.timeline.slice(-12).reverse().map((r) => el("li", {}, el("time", {}, clock(r.at)), ` ${r.actor || r.role || ""} · ${r.action}${r.to_status ? ` → ${label("status", r.to_status)}` : ""}${r.reason ? ` (${r.reason})` : ""}`)))),
@@ -707,15 +705,62 @@ async function loadWarnings() {
 
 // ------------------------------------------------------------------------------------------ units
 
+const unitMarkers = new Map(); // unit id → circle marker
+
+function unitStyle(unit) {
+  return {
+    renderer: unitRenderer, radius: 4, weight: 1.5, color: "#ffffff", fillColor: unit.status === "available" ? "#00695c" : "#8d6e63", fillOpacity: 1,
+    className: `unit-marker unit-${unit.kind} unit-${unit.id} unit-status-${unit.status}`,
+  };
+}
+
+function unitTip(unit) {
+  return `${unit.name} · ${deptName(unit.department)} · ${label("unit_status", unit.status)}`;
+}
+
+/** Draw, move or restyle one unit's marker (tests read data-lon/data-lat/data-status on its path). */
+function placeUnit(unit) {
+  const existing = unitMarkers.get(unit.id);
+  if (unit.lon == null || unit.lat == null) {
+    if (existing) unitLayer.removeLayer(existing);
+    unitMarkers.delete(unit.id);
+    return;
+  }
+  const style = unitStyle(unit);
+  let marker = existing;
+  if (marker) {
+    marker.setLatLng([unit.lat, unit.lon]);
+    marker.setStyle(style);
+    marker.setTooltipContent(unitTip(unit));
+  } else {
+    marker = L.circleMarker([unit.lat, unit.lon], style).bindTooltip(unitTip(unit)).addTo(unitLayer);
+    unitMarkers.set(unit.id, marker);
+  }
+  const path = marker.getElement && marker.getElement();
+  if (path) {
+    path.setAttribute("class", `leaflet-interactive ${style.className}`);
+    path.dataset.unit = unit.code;
+    path.dataset.status = unit.status;
+    path.dataset.lon = String(unit.lon);
+    path.dataset.lat = String(unit.lat);
+  }
+}
+
 function renderUnits() {
   unitLayer.clearLayers();
-  for (const unit of state.units) {
-    if (unit.lon == null) continue;
-    L.circleMarker([unit.lat, unit.lon], {
-      renderer: unitRenderer, radius: 4, weight: 1.5, color: "#ffffff", fillColor: unit.status === "available" ? "#00695c" : "#8d6e63", fillOpacity: 1,
-      className: `unit-marker unit-${unit.kind}`,
-    }).bindTooltip(`${unit.name} · ${deptName(unit.department)} · ${unit.status}`).addTo(unitLayer);
-  }
+  unitMarkers.clear();
+  state.units.forEach(placeUnit);
+}
+
+/** A `unit.updated` event: move and restyle the unit's marker (an older position never wins). */
+function upsertUnit(data) {
+  const index = state.units.findIndex((u) => u.id === data.id);
+  const old = index >= 0 ? state.units[index] : null;
+  if (old && old.position_at && data.position_at && Date.parse(data.position_at) < Date.parse(old.position_at)) return;
+  const unit = { ...(old || {}), ...data };
+  if (index >= 0) state.units[index] = unit;
+  else state.units.push(unit);
+  placeUnit(unit);
 }
 
 // ------------------------------------------------------------------------------------ state & events
@@ -733,7 +778,13 @@ function upsertIncident(body) {
 }
 
 function orderFromBody(o) {
-  return { id: o.id, incident_id: o.incident.id, incident_code: o.incident.code, department: o.department.code, role: o.role, status: o.status, due_at: o.due_at, overdue: o.overdue };
+  return { id: o.id, incident_id: o.incident.id, incident_code: o.incident.code, department: o.department.code, role: o.role, status: o.status, due_at: o.due_at, overdue: o.overdue, photos: o.photos || [] };
+}
+
+/** Thumbnails linking to photos served by the API (only to those who may see them). */
+function photoStrip(photos, size = 72) {
+  return el("div", { class: "photos" }, photos.map((p, i) => el("a", { href: p.url, target: "_blank", rel: "noopener" },
+    el("img", { src: p.url, alt: `${t("photo")} ${i + 1}`, loading: "lazy", width: size, height: size, onerror: (e) => e.target.replaceWith(`${t("photo")} ${i + 1}`) }))));
 }
 
 function upsertOrder(order) {
@@ -793,7 +844,11 @@ function onEvent(message, { known }) {
       const node = queueNodes.get(data.incident_id);
       if (node) node.dataset.sig = "";
       scheduleQueue();
-      if (state.selected === data.incident_id) renderDetail();
+      if (state.selected === data.incident_id) {
+        // A progress note or completion may bring photos: the order list of the detail has them.
+        if (["progress", "complete"].includes(data.action)) scheduleDetail();
+        else renderDetail();
+      }
       if (message.event !== "order.created" || data.status === "rejected") scheduleBoard();
       if (data.action && ["sign", "reject"].includes(data.action)) {
         announce(`${data.incident_code} · ${deptName(data.department)} · ${label("order_status", data.status)}`);
@@ -812,6 +867,10 @@ function onEvent(message, { known }) {
     case "warning.cancelled":
       if (known) return;
       loadWarning(data.id);
+      break;
+    case "unit.updated":
+      if (known) return; // GET units/ after the welcome has it
+      upsertUnit(data);
       break;
     default:
       break;

@@ -1,6 +1,6 @@
 // The department inbox: dispatch orders arrive live with a sound; sign, reject (with a reason),
-// depart, arrive, progress and complete; a countdown to each deadline, overdue in red. Orders load
-// once over REST and then follow /ws/stream/ (stream.js).
+// depart, arrive, progress and complete (both with photos); a countdown to each deadline, overdue in
+// red. Orders load once over REST and then follow /ws/stream/ (stream.js).
 
 import { Stream } from "./stream.js";
 import {
@@ -46,6 +46,10 @@ function card(order) {
   el("p", { class: "muted" }, t("issued_at", { t: clock(order.issued_at) }), order.stage ? ` · ${label("stages", order.stage)}` : "",
     order.due_at ? ` · ${t("due_at", { t: clock(order.due_at) })}` : ""),
   order.reject ? el("p", { class: "warn" }, `${label("order_status", "rejected")}: ${order.reject.reason}`) : null,
+  (order.photos || []).length
+    ? el("div", { class: "photos" }, order.photos.map((p, i) => el("a", { href: p.url, target: "_blank", rel: "noopener" },
+      el("img", { src: p.url, alt: `${t("photo")} ${i + 1}`, loading: "lazy", width: 56, height: 56 }))))
+    : null,
   actions.length
     ? el("div", { class: "actions" }, actions.map((a) => el("button", { type: "button", class: `act-${a}`, "data-action": a, onclick: () => ACTIONS[a](order) }, label("actions", a))))
     : null);
@@ -130,10 +134,16 @@ function onEvent(message, { known }) {
 
 // ------------------------------------------------------------------------------------- actions
 
+// payload: an object (sent as JSON) or FormData (multipart, with photos).
 async function act(order, action, payload = {}) {
+  let body = { action, ...payload };
+  if (payload instanceof FormData) {
+    body = payload;
+    body.set("action", action);
+  }
   let result;
   try {
-    result = await api(`orders/${order.id}/actions/`, { method: "POST", body: { action, ...payload } });
+    result = await api(`orders/${order.id}/actions/`, { method: "POST", body });
   } catch {
     toast(t("network_error"), "error");
     return;
@@ -179,6 +189,38 @@ function position(order) {
   ];
 }
 
+// ------------------------------------------------------------------------------------- photos
+
+const MB = Math.round(CFG.photo_max_bytes / 1048576);
+
+function photoField() {
+  const input = el("input", { type: "file", name: "photos", accept: "image/jpeg,image/png,image/webp", capture: "environment", multiple: true });
+  return field(t("photos"), input, t("photos_hint", { n: CFG.photo_max_count, mb: MB }));
+}
+
+/** The chosen photos of a dialog's form (an empty file input still sends one nameless entry). */
+function chosenPhotos(form) {
+  return [...(form.photos?.files || [])].filter((file) => file.size > 0);
+}
+
+/** Why the chosen photos cannot go (the server checks again, by content), or "". */
+function photoProblem(form) {
+  const files = chosenPhotos(form);
+  if (files.length > CFG.photo_max_count) return t("too_many_photos", { n: CFG.photo_max_count });
+  const big = files.find((file) => file.size > CFG.photo_max_bytes);
+  return big ? `${big.name}: ${t("too_big", { mb: MB })}` : "";
+}
+
+/** The note, as JSON, or as a form with the photos when some were chosen. */
+function withPhotos(data, fields) {
+  const files = data.getAll("photos").filter((file) => file instanceof File && file.size > 0);
+  if (!files.length) return fields;
+  const body = new FormData();
+  Object.entries(fields).forEach(([key, value]) => body.append(key, value));
+  files.forEach((file) => body.append("photos", file, file.name));
+  return body;
+}
+
 const ACTIONS = {
   sign: (order) => act(order, "sign"),
   depart: (order) => act(order, "depart"),
@@ -207,23 +249,19 @@ const ACTIONS = {
   progress: async (order) => {
     const form = await ask({
       title: `${label("actions", "progress")} · ${order.incident.code}`,
-      body: [field(t("note"), el("textarea", { name: "note", rows: 3, required: true }))],
-      validate: (f) => (f.note.value.trim() ? "" : t("need_note")),
+      body: [field(t("note"), el("textarea", { name: "note", rows: 3, required: true })), photoField()],
+      validate: (f) => (f.note.value.trim() ? photoProblem(f) : t("need_note")),
     });
-    if (form) await act(order, "progress", { note: form.get("note").trim() });
+    if (form) await act(order, "progress", withPhotos(form, { note: form.get("note").trim() }));
   },
   complete: async (order) => {
     const form = await ask({
       title: `${label("actions", "complete")} · ${order.incident.code}`,
-      body: [
-        field(t("note"), el("textarea", { name: "note", rows: 3 })),
-        // PLACEHOLDER: POST /api/v1/orders/{id}/actions/ takes JSON only, so completion photos cannot
-        // be sent yet (docs/consoles.md); the control is shown disabled until the API accepts them.
-        field(t("photo"), el("input", { type: "file", name: "photos", accept: "image/*", capture: "environment", multiple: true, disabled: true }), t("photos_unsupported")),
-      ],
+      body: [field(t("note"), el("textarea", { name: "note", rows: 3 })), photoField()],
       confirm: label("actions", "complete"),
+      validate: photoProblem,
     });
-    if (form) await act(order, "complete", { note: (form.get("note") || "").trim() });
+    if (form) await act(order, "complete", withPhotos(form, { note: (form.get("note") || "").trim() }));
   },
 };
 

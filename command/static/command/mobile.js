@@ -1,6 +1,7 @@
 // The grid worker's phone page: report with GPS, category and photos (kept in the IndexedDB outbox
 // while offline, sent with their Idempotency-Key when the network returns), my reports and their
-// status, verification tasks and warnings for my grids. Live over /ws/stream/ (stream.js).
+// status (the server's list, from any device, merged with the outbox's), verification tasks and
+// warnings for my grids. Live over /ws/stream/ (stream.js).
 
 import { Outbox } from "./outbox.js";
 import { Stream } from "./stream.js";
@@ -13,7 +14,9 @@ const CFG = config();
 const USER = CFG.user.username;
 const MY_GRIDS = new Set(CFG.grids.map((g) => g.code));
 const store = (name) => `yjld.m.${CFG.user.id}.${name}`;
-const state = { categories: [], incidents: new Map(), tasks: new Map(), warnings: new Map(), records: [] };
+const MINE_PAGE = 100; // "my reports": the newest this many from the server, plus the outbox
+// mine: incidents holding a report of this user, from GET incidents/?reporter=me (any device).
+const state = { categories: [], incidents: new Map(), tasks: new Map(), warnings: new Map(), records: [], mine: new Map() };
 
 function remember(name, value) {
   try {
@@ -170,33 +173,85 @@ function failedWhy(record) {
   return record.status === 422 ? `${t("outside")}: ${record.error}` : record.error;
 }
 
+/** The server's incident with what the live events have said since. */
+function liveIncident(incident) {
+  const live = { ...incident, ...(state.mine.get(incident.id) || {}), ...(state.incidents.get(incident.id) || {}) };
+  return { ...live, category: incident.category ?? live.category };
+}
+
+function incidentCategory(incident) {
+  return typeof incident.category === "object" && incident.category ? incident.category.name : categoryName(incident.category);
+}
+
+function recordItem(r) {
+  const incident = r.incident ? liveIncident(r.incident) : null;
+  const photos = r.photos.length || r.photo_count || 0;
+  return el("li", { class: `item report sync-state-${r.state}`, "data-key": r.key, "data-state": r.state, "data-incident": incident ? incident.id : null },
+    el("div", { class: "head" },
+      el("strong", { class: "grow" }, categoryName(r.fields.category)),
+      el("span", { class: `sync sync-${r.state}`, role: "status" }, syncText(r))),
+    r.state === "failed" ? el("p", { class: "error why" }, failedWhy(r)) : null,
+    el("p", {}, r.fields.description),
+    el("p", { class: "muted" }, clock(r.created_at), photos ? ` · ${t("photos_n", { n: photos })}` : "",
+      incident ? [" · ", el("span", { class: "code" }, incident.code), " "] : null,
+      incident ? statusBadge(incident.status) : null),
+    r.state === "failed"
+      ? el("div", { class: "actions" },
+        el("button", { type: "button", onclick: () => outbox.retry(r.key) }, t("retry")),
+        el("button", { type: "button", class: "secondary", onclick: () => outbox.remove(r.key) }, t("delete")))
+      : null);
+}
+
+// A report that this phone did not send (another device, or an outbox since cleared): the server's.
+function serverItem(i) {
+  const incident = liveIncident(i);
+  return el("li", { class: "item report from-server", "data-incident": incident.id, "data-source": "server" },
+    el("div", { class: "head" }, el("strong", { class: "grow" }, incidentCategory(incident))),
+    el("p", {}, incident.description || ""),
+    el("p", { class: "muted" }, clock(incident.occurred_at || incident.reported_at), " · ",
+      el("span", { class: "code" }, incident.code), " ", statusBadge(incident.status)));
+}
+
 async function renderMine() {
   const records = await outbox.list();
   state.records = records;
-  document.getElementById("count-mine").textContent = records.length;
+  // The outbox's records first claim their incidents (a sent one keeps its key and photo count);
+  // the server's list adds every other incident of mine, so reports from another device show too.
+  const claimed = new Set(records.filter((r) => r.incident).map((r) => r.incident.id));
+  const entries = [
+    ...records.map((r) => ({ at: Date.parse(r.created_at) || 0, node: () => recordItem(r) })),
+    ...[...state.mine.values()].filter((i) => !claimed.has(i.id))
+      .map((i) => ({ at: Date.parse(i.occurred_at || i.reported_at) || 0, node: () => serverItem(i) })),
+  ].sort((a, b) => b.at - a.at);
+  document.getElementById("count-mine").textContent = entries.length;
   const list = document.getElementById("mine-list");
-  if (!records.length) {
+  if (!entries.length) {
     list.replaceChildren(el("li", { class: "empty" }, t("no_reports")));
     return;
   }
-  list.replaceChildren(...records.map((r) => {
-    const incident = r.incident ? { ...r.incident, ...(state.incidents.get(r.incident.id) || {}) } : null;
-    const photos = r.photos.length || r.photo_count || 0;
-    return el("li", { class: `item report sync-state-${r.state}`, "data-key": r.key, "data-state": r.state, "data-incident": incident ? incident.id : null },
-      el("div", { class: "head" },
-        el("strong", { class: "grow" }, categoryName(r.fields.category)),
-        el("span", { class: `sync sync-${r.state}`, role: "status" }, syncText(r))),
-      r.state === "failed" ? el("p", { class: "error why" }, failedWhy(r)) : null,
-      el("p", {}, r.fields.description),
-      el("p", { class: "muted" }, clock(r.created_at), photos ? ` · ${t("photos_n", { n: photos })}` : "",
-        incident ? [" · ", el("span", { class: "code" }, incident.code), " "] : null,
-        incident ? statusBadge(incident.status) : null),
-      r.state === "failed"
-        ? el("div", { class: "actions" },
-          el("button", { type: "button", onclick: () => outbox.retry(r.key) }, t("retry")),
-          el("button", { type: "button", class: "secondary", onclick: () => outbox.remove(r.key) }, t("delete")))
-        : null);
-  }));
+  list.replaceChildren(...entries.map((e) => e.node()));
+}
+
+function setMine(rows) {
+  state.mine = new Map(rows.map((i) => [i.id, i]));
+  // Kept for the next offline start: only what the list shows.
+  remember("mine", rows.map((i) => ({
+    id: i.id, code: i.code, status: i.status, category: i.category, description: (i.description || "").slice(0, 300),
+    occurred_at: i.occurred_at, reported_at: i.reported_at,
+  })));
+}
+
+async function loadMine() {
+  // Newest first; a failure (offline) keeps the list this page last saw.
+  const result = await api(`incidents/?reporter=me&page_size=${MINE_PAGE}`).catch(() => null);
+  if (result && result.ok) setMine(result.data.results);
+  scheduleMine();
+}
+
+let mineReload = null;
+function scheduleMineReload() {
+  clearTimeout(mineReload);
+  mineReload = setTimeout(loadMine, 500);
 }
 
 // ------------------------------------------------------------------------------ verification
@@ -276,19 +331,23 @@ async function markRead(warning) {
     state.warnings.set(warning.id, result.data);
     renderWarnings();
   } else {
-    stream.read(warning.id); // the receipt also travels over the stream
-    toast(errorText(result), "error");
+    // The receipt can also travel over the stream (warning.read); only if both fail is it an error.
+    const viaStream = await stream.read(warning.id).then(() => true, () => false);
+    if (viaStream) await loadWarning(warning.id);
+    else toast(errorText(result), "error");
   }
 }
 
 // ------------------------------------------------------------------------------ state, events
 
 async function loadState() {
-  const [categories, incidents, warnings] = await Promise.all([
+  const [categories, incidents, warnings, mine] = await Promise.all([
     api("categories/").catch(() => null),
     apiAll("incidents/?page_size=200", 1000).catch(() => null),
     api("warnings/?live=1&page_size=50").catch(() => null),
+    api(`incidents/?reporter=me&page_size=${MINE_PAGE}`).catch(() => null),
   ]);
+  if (mine && mine.ok) setMine(mine.data.results);
   if (categories && categories.ok) {
     fillCategories(categories.data);
     remember("categories", categories.data);
@@ -332,9 +391,12 @@ function onEvent(message, { known }) {
       state.tasks.delete(data.id);
     }
     renderTasks();
-    if (state.records.some((r) => r.incident && r.incident.id === data.id)) {
+    if (state.mine.has(data.id) || state.records.some((r) => r.incident && r.incident.id === data.id)) {
       renderMine();
       announce(`${data.code} · ${label("status", data.status)}`);
+    } else if (message.event === "incident.created" || data.action === "merged_in") {
+      // Perhaps reported on another device, or a report of mine merged into it: ask the server.
+      scheduleMineReload();
     }
   } else if (message.event.startsWith("warning.")) {
     if (known) return;
@@ -351,6 +413,7 @@ function onEvent(message, { known }) {
 
 fillCategories(recall("categories", []));
 recall("warnings", []).forEach((w) => state.warnings.set(w.id, w));
+recall("mine", []).forEach((i) => state.mine.set(i.id, i));
 renderWarnings();
 renderMine();
 const bell = new Bell(document.getElementById("sound"));

@@ -306,8 +306,8 @@ export class Stream {
     });
   }
 
-  /** A warning's read receipt. */
+  /** A warning's read receipt; resolves with {warning_id, read_at} (rejects when refused or offline). */
   read(warningId) {
-    this.send(this.ws, { type: "read", warning_id: warningId });
+    return this.action({ action: "warning.read", warning_id: warningId });
   }
 }
