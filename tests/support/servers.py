@@ -51,9 +51,14 @@ class Server:
 
 
 @contextmanager
-def daphne(tmp_path: Path, *, env: dict[str, str] | None = None, wait: bool = True) -> Iterator[Server]:
-    """Run the product's ASGI app in a real daphne process against the test database."""
-    port = free_port()
+def daphne(
+    tmp_path: Path, *, env: dict[str, str] | None = None, wait: bool = True, port: int | None = None
+) -> Iterator[Server]:
+    """Run the product's ASGI app in a real daphne process against the test database.
+
+    `port` reuses a given port (a restart of "the same" server); by default a free one is chosen.
+    """
+    port = port or free_port()
     full_env = dict(os.environ)
     full_env.update({"DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"})
     if settings.REDIS_URL:
