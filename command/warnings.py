@@ -1262,13 +1262,24 @@ def _fill(template: str, fields: Mapping[str, Any]) -> str:
         return template
 
 
+# When this process last evaluated each emerging-hotspot rule (their test reads weeks of history, so
+# they run once a minute by default, not on every one-second tick like threshold rules).
+_emerging_evaluated: dict[int, datetime] = {}
+
+
 def auto_warnings_tick(*, now: datetime | None = None) -> int:
     """Run every enabled automatic rule; each new cluster drafts one warning and alerts the command centre."""
     now = now or timezone.now()
-    return sum(
-        _fire_rule(rule_id, now)
-        for rule_id in WarningRule.objects.filter(enabled=True).values_list("pk", flat=True)
-    )
+    every = timedelta(seconds=float(getattr(settings, "WARNING_EMERGING_EVERY_S", 60)))
+    fired = 0
+    for rule_id, trigger in WarningRule.objects.filter(enabled=True).values_list("pk", "trigger"):
+        if trigger == RuleTrigger.EMERGING:
+            last = _emerging_evaluated.get(rule_id)
+            if last is not None and timedelta(0) <= now - last < every:
+                continue
+            _emerging_evaluated[rule_id] = now
+        fired += _fire_rule(rule_id, now)
+    return fired
 
 
 # ------------------------------------------------------------------------------------------ selectors

@@ -200,6 +200,8 @@ BACKGROUND_IN_PROCESS = env_bool("BACKGROUND_IN_PROCESS", not REDIS_URL)
 
 # Warnings: the issuing organisation's code in CAP identifiers (GB/T 35965.1 style); set per site.
 WARNING_ISSUER_CODE = os.environ.get("WARNING_ISSUER_CODE", "44030000000000")
+# Emerging-hotspot warning rules read weeks of history: each is evaluated at most this often (seconds).
+WARNING_EMERGING_EVERY_S = float(os.environ.get("WARNING_EMERGING_EVERY_S", "60"))
 
 # Maps and units: an optional base-tile URL (the map works on our own territory outlines without one),
 # and an optional road network (.osm.pbf or a saved .npz) for travel-time unit recommendation.

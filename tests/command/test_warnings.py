@@ -494,13 +494,21 @@ def test_emerging_hotspot_rule_fires_only_where_the_window_beats_the_unit_histor
     assert hotspot["p_value"] < 1e-5 and hotspot["q_value"] <= 0.05
     assert firing.warning is not None and "历史预期0.0起" in firing.warning.headline
     assert firing.warning.level == "yellow" and firing.warning.origin == "rule"
-    assert auto_warnings_tick(now=now + timedelta(seconds=2)) == 0, "each firing is recorded once"
+    # A second quiet block bursts; emerging rules are evaluated once a minute (they read weeks of
+    # history), so the tick 30 s later leaves it, the one two minutes later fires it — and only it.
+    other_quiet = blocks[13].code
+    for _ in range(3):
+        _report_in_block(other_quiet)
+    assert auto_warnings_tick(now=now + timedelta(seconds=30)) == 0, "not evaluated within the minute"
+    assert auto_warnings_tick(now=now + timedelta(minutes=2)) == 1, "the new cluster; the first not again"
+    fired = set(WarningRuleFiring.objects.filter(rule=rule).values_list("unit_code", flat=True))
+    assert fired == {quiet, other_quiet}
 
-    # The same data under a plain threshold rule fires for both blocks: the hotspot test made the difference.
+    # The same data under a plain threshold rule fires for all three: the hotspot test made the difference.
     rule.trigger = "threshold"
     rule.save()
     WarningRuleFiring.objects.filter(rule=rule).delete()
-    assert auto_warnings_tick(now=now + timedelta(seconds=3)) == 2
+    assert auto_warnings_tick(now=now + timedelta(minutes=3)) == 3
 
 
 def test_emerging_rule_checks_its_statistics_settings():
