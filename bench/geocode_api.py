@@ -50,12 +50,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grids", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument(
+        "--reuse-db", action="store_true", help=f"keep {DB_NAME} from an earlier run (same --grids)"
+    )
     args = parser.parse_args()
     import psycopg
 
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+        reuse = bool(args.reuse_db and exists)
+        if not reuse:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     env = dict(
         os.environ,
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
@@ -64,12 +70,14 @@ def main() -> None:
     )
     env.pop("REDIS_URL", None)
     started = time.perf_counter()
-    for command in (["migrate", "-v0"], ["demo_city", "--grids", str(args.grids), "--quiet-logins"]):
+    commands = [["migrate", "-v0"], ["demo_city", "--grids", str(args.grids), "--quiet-logins"]]
+    for command in commands[:1] if reuse else commands:
         subprocess.run(
             [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
         )
     loaded = time.perf_counter() - started
-    print(f"bench/geocode_api.py — demo city with {args.grids} grids loaded in {loaded:.0f} s")
+    how = "reused" if reuse else "loaded"
+    print(f"bench/geocode_api.py — demo city with {args.grids} grids {how} in {loaded:.0f} s")
     port = free_port()
     daphne = subprocess.Popen(
         [str(Path(sys.executable).with_name("daphne")), "-p", str(port), "config.asgi:application"],

@@ -11,10 +11,31 @@ class CommandConfig(AppConfig):
     def ready(self) -> None:
         # Role groups need the permissions that post_migrate creates, so they are ensured after it.
         post_migrate.connect(_ensure_groups, sender=self, dispatch_uid="command_roles_groups")
+        _forget_tokens_on_change()
         _connect_to_incidents()
         from command import ws
 
         ws.register()
+
+
+def _forget_tokens_on_change() -> None:
+    """A token deleted, or its user saved or deleted, is forgotten by the process's token cache."""
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import post_delete, post_save
+    from rest_framework.authtoken.models import Token
+
+    from command.tokens import tokens_forget
+
+    def token_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+        tokens_forget(key=instance.key)
+
+    def user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+        tokens_forget(user_id=instance.pk)
+
+    user_model = get_user_model()
+    for name, signal in (("save", post_save), ("delete", post_delete)):
+        signal.connect(token_changed, sender=Token, weak=False, dispatch_uid=f"tokens_forget_{name}_token")
+        signal.connect(user_changed, sender=user_model, weak=False, dispatch_uid=f"tokens_forget_{name}_user")
 
 
 def _ensure_groups(**kwargs: object) -> None:

@@ -1,6 +1,10 @@
 """Credentials: bearer tokens that expire, and lockout after repeated failed sign-ins.
 
 - `ExpiringBearerTokenAuthentication`: a token older than TOKEN_TTL_S is refused (401) and deleted.
+  A token found valid is remembered by the process for TOKEN_CACHE_S (default 2 s, the same bound
+  as AUTH_RECHECK_S for open websockets), so a burst of requests costs one database lookup, not one
+  each. Signing out, deleting the token, or saving or deleting the user forgets it at once in the
+  process that did it; other processes notice within TOKEN_CACHE_S (0 turns the cache off).
 - `LockoutModelBackend`: the authentication backend of every sign-in (token login, the login page, the
   admin). After LOCKOUT_FAILURES failures of one username from one address within LOCKOUT_WINDOW_S it
   refuses that pair for LOCKOUT_S, even with the right password; a success clears the count. A
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.utils import timezone
@@ -50,15 +56,71 @@ def token_issue(user: Any) -> Token:
     return token
 
 
+# key -> (monotonic time fetched, user id, the user's column values, the token's column values).
+# Rows, not model instances: every request gets fresh instances, so nothing a request sets on its user
+# object leaks into another request or thread.
+_remembered: dict[str, tuple[float, int, tuple[Any, ...], tuple[Any, ...]]] = {}
+_remembered_lock = threading.Lock()
+REMEMBER_AT_MOST = 20_000
+
+
+def _attnames(model: Any) -> list[str]:
+    return [field.attname for field in model._meta.concrete_fields]
+
+
+def _columns(instance: Any) -> tuple[Any, ...]:
+    return tuple(getattr(instance, field.attname) for field in instance._meta.concrete_fields)
+
+
+def _remember(key: str, user: Any, token: Token) -> None:
+    with _remembered_lock:
+        if len(_remembered) >= REMEMBER_AT_MOST:
+            _remembered.clear()  # a crude bound; a clear costs one lookup per live token
+        _remembered[key] = (time.monotonic(), int(user.pk), _columns(user), _columns(token))
+
+
+def _recall(key: str) -> tuple[Any, Token] | None:
+    ttl = float(getattr(settings, "TOKEN_CACHE_S", 2.0))
+    entry = _remembered.get(key)
+    if entry is None or ttl <= 0:
+        return None
+    fetched, _user_id, user_row, token_row = entry
+    if time.monotonic() - fetched >= ttl:
+        _remembered.pop(key, None)
+        return None
+    user_model = get_user_model()
+    user = user_model.from_db("default", _attnames(user_model), user_row)
+    token = Token.from_db("default", _attnames(Token), token_row)
+    token.user = user
+    return user, token
+
+
+def tokens_forget(*, key: str | None = None, user_id: int | None = None) -> None:
+    """Drop remembered tokens: one key, or every token of one user (called by signals, see apps)."""
+    with _remembered_lock:
+        if key is not None:
+            _remembered.pop(key, None)
+        if user_id is not None:
+            for stale in [k for k, entry in _remembered.items() if entry[1] == user_id]:
+                del _remembered[stale]
+
+
 class ExpiringBearerTokenAuthentication(BearerTokenAuthentication):
     """`Authorization: Bearer <token>`, refused once the token is older than TOKEN_TTL_S."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         """The user and token for `key`; 401 (and the token deleted) when it expired."""
-        user, token = super().authenticate_credentials(key)
+        recalled = _recall(key)
+        if recalled is not None:
+            user, token = recalled
+        else:
+            user, token = super().authenticate_credentials(key)  # 401 unknown key or inactive user
         if token_expired(token):
+            tokens_forget(key=key)
             token.delete()
             raise AuthenticationFailed("the token expired; sign in again for a new one")
+        if recalled is None:
+            _remember(key, user, token)
         return user, token
 
 

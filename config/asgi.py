@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.asgi_handler import SyncChainASGIHandler  # noqa: E402  (needs Django set up)
+
+django_asgi_app = SyncChainASGIHandler()
 
 from config.preflight import check_or_exit  # noqa: E402  (needs Django set up)
 from realtime.routing import build_application  # noqa: E402
@@ -23,3 +27,8 @@ if settings.BACKGROUND_IN_PROCESS:
     start_in_thread()
 
 application = build_application(django_asgi_app)
+
+if os.environ.get("YJLD_SKIP_PREFLIGHT") != "1":
+    from config.runtime import warm_up_in_thread
+
+    warm_up_in_thread()

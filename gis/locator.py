@@ -82,6 +82,10 @@ def _refresh(force: bool = False) -> None:
         )
         _cache.units, _cache.index, _cache.version = units, index, version
         _cache.areas, _cache.areas_version = None, -1
+    if units:
+        from config.runtime import freeze_heap
+
+        freeze_heap(f"territory index version {version} ({len(units)} units)")
 
 
 def get_index() -> TerritoryIndex:

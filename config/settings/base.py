@@ -286,6 +286,8 @@ LOCKOUT_S = env_int("LOCKOUT_S", 15 * 60)
 
 # Sessions (pages) and bearer tokens (phones, integrations) expire.
 TOKEN_TTL_S = env_int("TOKEN_TTL_S", 24 * 3600)
+# A valid token is remembered per process this long (one lookup per burst); 0 looks it up every time.
+TOKEN_CACHE_S = env_float("TOKEN_CACHE_S", 2)
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -1,0 +1,62 @@
+"""Process start-up for a server: warm the territory index, keep the garbage collector's pauses short.
+
+A daphne process holds a large, long-lived heap: Django's apps and URL patterns, and the territory
+index (one shapely geometry and record per unit: about 125,000 of each in a 100,000-grid city).
+CPython's full (generation 2) collection walks every tracked object, and was measured pausing a
+process for 80–165 ms at that size, stalling whichever requests and websocket messages were in flight
+(see docs/performance.md, "The HTTP request path"). After start-up, and again after each index
+rebuild, `freeze_heap` collects once and moves the survivors to the permanent generation, which the
+collector no longer walks; they are still freed by reference counting when dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+_freeze_lock = threading.Lock()
+_serving = False  # set in server processes only: a test process rebuilding indexes should not pay
+
+
+def freeze_heap(reason: str) -> None:
+    """In a server process: collect once, then exempt every surviving object from later collections."""
+    if not _serving:
+        return
+    with _freeze_lock:
+        started = time.perf_counter()
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "heap frozen after %s: %d objects, %.0f ms",
+            reason,
+            gc.get_freeze_count(),
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+def warm_up() -> None:
+    """Build the territory index now, not on the first report, then freeze the heap."""
+    from django.db import close_old_connections, connection
+
+    from gis.locator import get_index
+
+    try:
+        get_index()  # freezes the heap itself once built
+    except Exception as exc:  # the first request builds it instead (and says why it cannot)
+        log.warning("territory index not built at start-up: %s", exc)
+        freeze_heap("start-up")
+    finally:
+        close_old_connections()
+        connection.close()
+
+
+def warm_up_in_thread() -> threading.Thread:
+    """`warm_up` in a daemon thread, so the server accepts connections meanwhile."""
+    global _serving
+    _serving = True
+    thread = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+    thread.start()
+    return thread
