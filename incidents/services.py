@@ -252,13 +252,18 @@ def _register_on_intake(incident: Incident, *, source: str) -> None:
 
 def _next_code(district_code: str, now: datetime) -> str:
     day = timezone.localtime(now).date()
-    IncidentSerial.objects.get_or_create(district_code=district_code, day=day)
-    # The row lock serialises concurrent intake per district and day; a rolled-back intake rolls its
-    # increment back too, so the serials have no gaps.
-    serial = IncidentSerial.objects.select_for_update().get(district_code=district_code, day=day)
-    serial.last += 1
-    serial.save(update_fields=["last"])
-    return f"{district_code}-{day:%Y%m%d}-{serial.last:04d}"
+    # One upsert: creates the day's row or increments it. Its row lock serialises concurrent intake per
+    # district and day until commit; a rolled-back intake rolls its increment back too, so the serials
+    # have no gaps. (PostgreSQL, and SQLite ≥ 3.35 for RETURNING.)
+    table = IncidentSerial._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (district_code, day, last) VALUES (%s, %s, 1) "
+            f"ON CONFLICT (district_code, day) DO UPDATE SET last = {table}.last + 1 RETURNING last",
+            [district_code, day],
+        )
+        last = int(cursor.fetchone()[0])
+    return f"{district_code}-{day:%Y%m%d}-{last:04d}"
 
 
 def _open_incident(
@@ -268,7 +273,7 @@ def _open_incident(
         layer: (geo.get(layer) or {}).get("code", "")
         for layer in ("district", "street", "community", "grid", "block")
     }
-    incident = Incident.objects.create(
+    incident = Incident(
         code=_next_code(codes["district"], now),
         status=Status.REPORTED,
         category=category,
@@ -286,8 +291,8 @@ def _open_incident(
         reported_at=now,
         reported_by=reporter,
     )
-    _enter_stage(incident, now)
-    incident.save()
+    _enter_stage(incident, now)  # the first stage's clock, set before the one INSERT
+    incident.save(force_insert=True)
     return incident
 
 
@@ -298,6 +303,9 @@ def _distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * r * math.asin(math.sqrt(a))
+
+
+DUPLICATES_AT_MOST = 20
 
 
 def _find_duplicates(incident: Incident) -> list[int]:
@@ -318,9 +326,19 @@ def _find_duplicates(incident: Incident) -> list[int]:
         .exclude(status__in=rules.TERMINAL)
         .values_list("pk", "lon", "lat")
     )
-    found = [pk for pk, lon, lat in candidates if _distance_m(incident.lon, incident.lat, lon, lat) <= radius]
-    if found:
-        incident.possible_duplicates.set(found)
+    near = sorted(
+        (distance, -pk)
+        for pk, lon, lat in candidates
+        if (distance := _distance_m(incident.lon, incident.lat, lon, lat)) <= radius
+    )
+    # The nearest ones, newest first among equals: in a storm of reports from one spot the officer needs
+    # a handful of links, not hundreds, and each link is a row written with the report.
+    found = [-negated for _distance, negated in near[:DUPLICATES_AT_MOST]]
+    if found:  # a new incident has no links yet: insert them, without the reads `.set()` would make
+        through = Incident.possible_duplicates.through
+        through.objects.bulk_create(
+            [through(from_incident_id=incident.pk, to_incident_id=pk) for pk in found]
+        )
     return found
 
 

@@ -82,13 +82,14 @@ def publish(*, name: str, data: dict[str, Any], recipients: Iterable[int]) -> in
         return None
     event = Event.objects.create(name=name, version=shape.version, at=timezone.now(), data=data)
     if connection.vendor == "postgresql":
-        _fan_out_postgresql(event.pk, user_ids)
+        seqs = _fan_out_postgresql(event.pk, user_ids)
+        _push_after_commit(event.pk, _fanout_message(event, seqs))
     else:
         sequences = _next_sequences(user_ids)
         FeedEntry.objects.bulk_create(
             [FeedEntry(user_id=u, seq=s, event=event) for u, s in sequences.items()]
         )
-    _push_after_commit(event.pk)
+        _push_after_commit(event.pk)
     return event.pk
 
 
@@ -134,16 +135,36 @@ def _write_batch(pending: list[_Pending]) -> None:
             "WHERE f.user_id = counts.user_id RETURNING f.user_id, f.last_seq - counts.c AS base) "
             f"INSERT INTO {entry} (user_id, seq, event_id) "
             "SELECT numbered.user_id, heads.base + numbered.n, numbered.event_id "
-            "FROM numbered JOIN heads ON heads.user_id = numbered.user_id",
+            "FROM numbered JOIN heads ON heads.user_id = numbered.user_id "
+            "RETURNING event_id, user_id, seq",
             [users, event_ids],
         )
+        seqs = _seqs_by_event(cursor.fetchall())
     for event in events:
-        _push_after_commit(event.pk)
+        _push_after_commit(event.pk, _fanout_message(event, seqs.get(event.pk, [])))
 
 
-def _push_after_commit(event_id: int) -> None:
-    """Queue an event for the one after-commit flush of this transaction (registered on first use)."""
-    pending: list[int] | None = getattr(connection, "_realtime_pending", None)
+def _seqs_by_event(rows: Iterable[tuple[int, int, int]]) -> dict[int, list[list[int]]]:
+    seqs: dict[int, list[list[int]]] = {}
+    for event_id, user_id, seq in rows:
+        seqs.setdefault(int(event_id), []).append([int(user_id), int(seq)])
+    return seqs
+
+
+def _fanout_message(event: Event, seqs: list[list[int]]) -> dict[str, Any]:
+    """The one channel-layer message of an event: its body once, and each recipient's sequence number."""
+    message = event_message(event, 0)
+    del message["seq"]
+    return {"type": "fanout", "message": message, "seqs": seqs}
+
+
+def _push_after_commit(event_id: int, message: dict[str, Any] | None = None) -> None:
+    """Queue an event for the one after-commit flush of this transaction (registered on first use).
+
+    `message`, when the writer already has it (PostgreSQL returns the sequence numbers it assigned),
+    spares the flush reading the event and its feed entries back.
+    """
+    pending: list[tuple[int, dict[str, Any] | None]] | None = getattr(connection, "_realtime_pending", None)
     # Entries are (savepoint ids, callable, robust); only the callable matters here.
     registered = any(entry[1] is _flush_pending for entry in connection.run_on_commit)
     if pending is None or not registered:
@@ -151,18 +172,21 @@ def _push_after_commit(event_id: int) -> None:
         pending = []
         connection._realtime_pending = pending  # type: ignore[attr-defined]
         transaction.on_commit(_flush_pending)
-    pending.append(event_id)
+    pending.append((event_id, message))
 
 
 def _flush_pending() -> None:
-    pending: list[int] = getattr(connection, "_realtime_pending", None) or []
+    pending: list[tuple[int, dict[str, Any] | None]] = getattr(connection, "_realtime_pending", None) or []
     connection._realtime_pending = None  # type: ignore[attr-defined]
     if pending:
-        push_events(pending)
+        ready = {event_id: message for event_id, message in pending if message is not None}
+        push_events([event_id for event_id, _message in pending], ready=ready)
 
 
-def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> None:
-    """Feed heads, sequence numbers and feed entries for every recipient in three set-based statements."""
+def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> list[list[int]]:
+    """Feed heads, sequence numbers and feed entries for every recipient in three set-based statements.
+
+    Returns [user id, sequence number] for each recipient."""
     feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -177,9 +201,11 @@ def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> None:
         cursor.execute(
             f"WITH heads AS (UPDATE {feed} SET last_seq = last_seq + 1 WHERE user_id = ANY(%s) "
             "RETURNING user_id, last_seq) "
-            f"INSERT INTO {entry} (user_id, seq, event_id) SELECT user_id, last_seq, %s FROM heads",
+            f"INSERT INTO {entry} (user_id, seq, event_id) SELECT user_id, last_seq, %s FROM heads "
+            "RETURNING user_id, seq",
             [user_ids, event_id],
         )
+        return [[int(user_id), int(seq)] for user_id, seq in cursor.fetchall()]
 
 
 def _next_sequences(user_ids: list[int]) -> dict[int, int]:
@@ -218,26 +244,27 @@ def push_event(event_id: int) -> bool:
     return push_events([event_id]) == 1
 
 
-def push_events(event_ids: list[int]) -> int:
+def push_events(event_ids: list[int], *, ready: dict[int, dict[str, Any]] | None = None) -> int:
     """Push committed events to every process once each, in order; mark them published; return the count.
 
     One message per event crosses the channel layer, whatever the number of recipients: each process
-    hands it to its local sockets. On failure the events stay unpublished for the relay.
+    hands it to its local sockets. `ready` holds messages already built by the writer (after-commit
+    flush); the others are read back from the database (the relay). On failure the events stay
+    unpublished for the relay.
     """
     layer = get_channel_layer()
     if layer is None or not event_ids:
         return 0
-    events = {e.pk: e for e in Event.objects.filter(pk__in=event_ids)}
-    seqs: dict[int, list[list[int]]] = {}
-    for event_id, user_id, seq in FeedEntry.objects.filter(event_id__in=list(events)).values_list(
-        "event_id", "user_id", "seq"
-    ):
-        seqs.setdefault(event_id, []).append([user_id, seq])
-    messages = []
-    for event_id in sorted(events):
-        message = event_message(events[event_id], 0)
-        del message["seq"]
-        messages.append({"type": "fanout", "message": message, "seqs": seqs.get(event_id, [])})
+    ready = ready or {}
+    by_id = dict(ready)
+    missing = [event_id for event_id in event_ids if event_id not in ready]
+    if missing:
+        events = {e.pk: e for e in Event.objects.filter(pk__in=missing)}
+        seqs = _seqs_by_event(
+            FeedEntry.objects.filter(event_id__in=list(events)).values_list("event_id", "user_id", "seq")
+        )
+        by_id.update({pk: _fanout_message(event, seqs.get(pk, [])) for pk, event in events.items()})
+    messages = [by_id[event_id] for event_id in sorted(by_id)]
 
     async def send_all() -> None:
         for message in messages:
@@ -246,10 +273,10 @@ def push_events(event_ids: list[int]) -> int:
     try:
         async_to_sync(send_all)()
     except Exception as exc:  # the database keeps them; the relay and client resume deliver them later
-        log.warning("push of events %s failed, left for the relay: %s", sorted(events)[:5], exc)
+        log.warning("push of events %s failed, left for the relay: %s", sorted(by_id)[:5], exc)
         return 0
-    Event.objects.filter(pk__in=list(events), published_at__isnull=True).update(published_at=timezone.now())
-    return len(events)
+    Event.objects.filter(pk__in=list(by_id), published_at__isnull=True).update(published_at=timezone.now())
+    return len(by_id)
 
 
 def send_control(message: dict[str, Any]) -> bool:

@@ -222,6 +222,31 @@ def test_nearby_earlier_incident_of_the_same_family_is_a_possible_duplicate(clie
     assert first.json()["id"] in record.data["possible_duplicates"]
 
 
+def test_a_storm_of_reports_from_one_spot_links_only_the_nearest_duplicates(client_for, settings):
+    from command.models import User
+    from incidents.services import DUPLICATES_AT_MOST, ReportInput, report_submit
+
+    settings.DUPLICATE_RADIUS_M = 100
+    lon, lat = point_in(first_grid_of("grid01"))
+    reporter = User.objects.get(username="grid01")
+    made = []
+    for i in range(DUPLICATES_AT_MOST + 5):  # the first five ~55 m away, the rest on the spot
+        offset = 0.0005 if i < 5 else 0.0
+        data = ReportInput(category="UM04", description=f"垃圾 {i}", lon=lon + offset, lat=lat)
+        made.append(report_submit(reporter=reporter, data=data, idempotency_key=uuid.uuid4().hex).incident.pk)
+    response = client_for("grid01").post(
+        "/api/v1/reports/",
+        _body(first_grid_of("grid01"), category="UM04", description="又一堆", lon=lon, lat=lat),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    linked = response.json()["possible_duplicates"]
+    # All 25 are within the radius; the 20 kept are the ones on the spot, not the five farther away.
+    assert sorted(linked) == sorted(made[5:])
+    record = IncidentLogRecord.objects.get(incident_id=response.json()["id"], action="report")
+    assert record.data["possible_duplicates"] == sorted(made[5:], reverse=True)
+
+
 def test_emergency_category_is_registered_and_dispatched_on_intake(client_for):
     # Traffic accidents are registered on intake (category data): orders go out with the report.
     grid = first_grid_of("grid01")
