@@ -198,10 +198,10 @@ def bench_dispatch(samples: int, warmup: int) -> None:
     real_push = realtime.publish.push_events
     pushing = [0.0, 0]
 
-    def timed_push(event_ids: list[int]) -> int:
+    def timed_push(event_ids: list[int], *, ready: dict[int, dict[str, Any]] | None = None) -> int:
         t0 = time.perf_counter()
         try:
-            return real_push(event_ids)
+            return real_push(event_ids, ready=ready)
         finally:
             pushing[0] += time.perf_counter() - t0
             pushing[1] += 1
