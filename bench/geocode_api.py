@@ -46,6 +46,32 @@ def timed(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[floa
     return (time.perf_counter() - started) * 1000, response.status
 
 
+def bare_floor(env: dict[str, str], requests: int, token: str) -> list[float]:
+    """The same sequential requests against a bare ASGI app on its own daphne process."""
+    port = free_port()
+    bare = subprocess.Popen(
+        [str(Path(sys.executable).with_name("daphne")), "-p", str(port), "bench.bare_http:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(200):
+            timed(conn, "/api/v1/geocode/?lon=114.05&lat=22.6", token)
+        return [timed(conn, "/api/v1/geocode/?lon=114.05&lat=22.6", token)[0] for _ in range(requests)]
+    finally:
+        bare.terminate()
+        bare.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--grids", type=int, default=100_000)
@@ -115,6 +141,7 @@ def main() -> None:
             ours.append(ms)
             statuses[status] = statuses.get(status, 0) + 1
         base_ms = [timed(http_conn, "/api/v1/geocode/?lat=22.6", token)[0] for _ in range(args.requests)]
+        floor_ms = bare_floor(env, args.requests, token)
         p50, p99, b50, b99 = (
             statistics.median(ours),
             pct(ours, 99),
@@ -127,6 +154,8 @@ def main() -> None:
             f"{'MET' if p99 <= 5 else 'NOT MET'}"
         )
         print(f"  baseline   p50 {b50:6.2f} ms   p99 {b99:6.2f} ms   (same route, 400 before geocoding)")
+        f50, f99 = statistics.median(floor_ms), pct(floor_ms, 99)
+        print(f"  floor      p50 {f50:6.2f} ms   p99 {f99:6.2f} ms   (bare ASGI app: bench/bare_http.py)")
         load = os.getloadavg()[0]
         print(f"  ratio      p50 {p50 / b50:.2f}x   p99 {p99 / b99:.2f}x   load average {load:.1f}")
     finally:

@@ -8,8 +8,18 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from gis.models import TerritoryUnit
 from incidents import rules
-from incidents.models import Incident, Photo, Report
+from incidents.models import Category, Incident, Photo, Report
+
+# The incident column holding each territory level's code.
+AREA_COLUMNS = {
+    "district": "district_code",
+    "street": "street_code",
+    "community": "community_code",
+    "grid": "grid_code",
+    "block": "block_code",
+}
 
 # Other apps widen what a role sees (command: a department sees incidents it holds orders for).
 VISIBILITY_EXTENSIONS: list[Callable[[Any], Q | None]] = []
@@ -66,17 +76,25 @@ def incident_filter(
     if status:
         queryset = queryset.filter(status__in=status)
     if category:
-        queryset = queryset.filter(Q(category__code=category) | Q(category__parent__code=category))
+        # Ids first (a handful of rows), so PostgreSQL can walk the (category, -reported_at) index
+        # instead of joining categories and filtering an OR.
+        ids = list(
+            Category.objects.filter(Q(code=category) | Q(parent__code=category)).values_list("pk", flat=True)
+        )
+        queryset = queryset.filter(category_id__in=ids)
     if grade:
         queryset = queryset.filter(grade__code=grade)
     if area:
-        queryset = queryset.filter(
-            Q(district_code=area)
-            | Q(street_code=area)
-            | Q(community_code=area)
-            | Q(grid_code=area)
-            | Q(block_code=area)
+        # Only the column of the level the code belongs to: an OR over all five made PostgreSQL walk the
+        # newest incidents of the whole city for a grid's few hundred (60 ms on 1,000,000 incidents).
+        layers = set(TerritoryUnit.objects.filter(code=area).values_list("layer", flat=True)) & set(
+            AREA_COLUMNS
         )
+        columns = [AREA_COLUMNS[layer] for layer in sorted(layers)] or list(AREA_COLUMNS.values())
+        match = Q()
+        for column in columns:
+            match |= Q(**{column: area})
+        queryset = queryset.filter(match)
     if reported_after:
         queryset = queryset.filter(reported_at__gte=reported_after)
     if reported_before:

@@ -85,8 +85,22 @@ TEMPLATES = [
 
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
-# Persistent connections with health checks: websocket consumers run queries from a thread pool.
+# PostgreSQL: a connection pool per process (psycopg_pool). Django's connections are per thread, and
+# under daphne database work runs on several threads (the HTTP threads of config/asgi_handler.py, the
+# websocket consumers' thread, the health check's): the pool bounds and shares the connections, checks
+# each before handing it out (one broken by a database restart is replaced), and takes it back when
+# Django closes it at the end of a request. SQLite: persistent per-thread connections.
+DB_POOL_MIN = int(os.environ.get("DB_POOL_MIN", "2"))
+DB_POOL_MAX = int(os.environ.get("DB_POOL_MAX", "20"))
+DB_POOL_TIMEOUT_S = float(os.environ.get("DB_POOL_TIMEOUT_S", "10"))
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DB_POOL_MIN, DB_POOL_MAX),
+        "max_size": DB_POOL_MAX,
+        "timeout": DB_POOL_TIMEOUT_S,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the background loop write while daphne reads; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {

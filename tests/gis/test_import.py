@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -470,6 +471,32 @@ def test_natural_earth_countries_as_districts(tmp_path: Path) -> None:
     areas = {r[0]: r[2] for r in rows}
     # Stored areas are metres on the ellipsoid: France's metropolitan and overseas parts here ~ 0.64 Mkm².
     assert areas["FRA"] == pytest.approx(6.4e11, rel=0.05)
+
+    # The geocoder resolves through grids: give each country one street, community and grid of its own
+    # shape (each layer through gis_import, parents checked), then ask the product's own geocoder — the
+    # `geocode` command and the index behind it — where the places are.
+    for layer, parent_suffix, suffix in (
+        ("street", "", "-S"),
+        ("community", "-S", "-C"),
+        ("grid", "-C", "-G"),
+    ):
+        layer_frame = frame[["iso_a3", "name", "geometry"]].copy()
+        layer_frame["parent_code"] = layer_frame["iso_a3"] + parent_suffix
+        layer_frame["iso_a3"] = layer_frame["iso_a3"] + suffix
+        layer_path = tmp_path / f"countries-{layer}.gpkg"
+        pyogrio.write_dataframe(layer_frame, layer_path, driver="GPKG")
+        out = run(str(layer_path), "--layer", layer, "--code-field", "iso_a3", "--name-field", "name")
+        assert f"177 feature(s); 0 error(s), 0 warning(s); imported {layer}: 177 new" in out, out
+    from gis.locator import reset
+
+    reset()
+    for name, ((lon, lat), code) in places.items():
+        printed = io.StringIO()
+        call_command("geocode", "--lon", str(lon), "--lat", str(lat), stdout=printed)
+        result = json.loads(printed.getvalue())
+        assert result["district"]["code"] == code, (name, result)
+        assert (result["street"]["code"], result["grid"]["code"]) == (f"{code}-S", f"{code}-G"), name
+        assert result["snapped"] is False, name
 
 
 def test_the_service_reports_what_it_would_do(tiny_territory: None, tmp_path: Path) -> None:
