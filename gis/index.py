@@ -255,6 +255,11 @@ class _LocalFrame:
         cu, cv = (m.ravel() for m in np.meshgrid(c, c))
         fx, fy = self._transformer.transform(self.lon0 + gu / self.su, self.lat0 + gv / self.sv)
         tx, ty = self._transformer.transform(self.lon0 + cu / self.su, self.lat0 + cv / self.sv)
+        if not all(np.isfinite(values).all() for values in (fx, fy, tx, ty)):
+            raise ValueError(
+                f"the territory spans {2 * self.half_lon:.0f}° × {2 * self.half_lat:.0f}°, too wide for one "
+                "local transverse Mercator projection (the index serves a city or a region, not the globe)"
+            )
         for degree in range(2, 10):
             terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
             design = np.stack([gu**i * gv**j for i, j in terms], axis=1)

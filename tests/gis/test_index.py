@@ -767,3 +767,17 @@ def test_locate_many_gives_geocode_many_as_positions(lattice_index: TerritoryInd
     assert (without["block"] == -1).all() and np.array_equal(without["grid"], found["grid"])
     with pytest.raises(KeyError, match="unknown code column"):
         lattice_index.code_table("name")
+
+
+def test_a_territory_spanning_the_globe_is_refused_with_a_clear_error() -> None:
+    # Two grids half a world apart: no single local transverse Mercator can hold them.
+    chain = [("district", "D", None), ("street", "S", "D"), ("community", "C", "S")]
+    units = [
+        Unit(layer, code, code, parent, shapely.box(-170, -10, 170, 10)) for layer, code, parent in chain
+    ]
+    units += [
+        Unit("grid", "G1", "G1", "C", shapely.box(-170, -10, -160, 10)),
+        Unit("grid", "G2", "G2", "C", shapely.box(160, -10, 170, 10)),
+    ]
+    with pytest.raises(ValueError, match=r"too wide for one local transverse Mercator"):
+        TerritoryIndex.from_units(units)
