@@ -27,6 +27,12 @@ def check_database() -> None:
 
     conn = connections["default"]
     try:
+        if getattr(conn, "pool", None) is not None:
+            # Not through the pool: it would retry for DB_POOL_TIMEOUT_S, log each attempt, and end in
+            # "couldn't get a connection" instead of the reason. One direct connection says why at once.
+            with conn.Database.connect(**conn.get_connection_params(), connect_timeout=5) as direct:
+                direct.execute("SELECT 1")
+            return
         conn.ensure_connection()
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -75,6 +75,9 @@ class ModelOrder:
     department: str
     role: str
     status: str = "issued"
+    # Delivery is recorded once: by the client's acknowledgement or, failing that, by signing; an order
+    # upheld back to "issued" after a rejection keeps it (order_mark_delivered then changes nothing).
+    delivered: bool = False
     upheld: bool = False
     rejections_at_uphold: int | None = None
 
@@ -250,6 +253,8 @@ class OrderLifecycle(RuleBasedStateMachine):
             self.orders[new.pk] = ModelOrder(expected.extra["to"], model.role)
         assert expected.status is not None
         model.status = expected.status
+        if action == "sign":
+            model.delivered = True
         if action in ("complete", "release") and self._handled_expected():
             self.incident_status = "handled"
         if self.incident_status != old_incident:
@@ -411,13 +416,13 @@ class OrderLifecycle(RuleBasedStateMachine):
         model = self.orders[order_id]
         before = self._snapshot()
         done = order_mark_delivered(order_id=order_id)
-        assert done == (model.status == "issued")
+        assert done == (model.status == "issued" and not model.delivered)
         if not done:
             assert self._snapshot() == before
             return
         SEEN["deliver"] = SEEN.get("deliver", 0) + 1
         self._check_moves(before[0])
-        model.status = "delivered"
+        model.status, model.delivered = "delivered", True
         self._check_timeline("order_delivered", order_id, self.incident_status)
 
     # ------------------------------------------------------------------------------------ invariants
