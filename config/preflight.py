@@ -30,7 +30,9 @@ def check_database() -> None:
         if getattr(conn, "pool", None) is not None:
             # Not through the pool: it would retry for DB_POOL_TIMEOUT_S, log each attempt, and end in
             # "couldn't get a connection" instead of the reason. One direct connection says why at once.
-            with conn.Database.connect(**conn.get_connection_params(), connect_timeout=5) as direct:
+            import psycopg  # the pool exists only on PostgreSQL
+
+            with psycopg.connect(**conn.get_connection_params(), connect_timeout=5) as direct:
                 direct.execute("SELECT 1")
             return
         conn.ensure_connection()
