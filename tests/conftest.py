@@ -28,6 +28,21 @@ def demo_city(db):
         demo_city_load(seed=DEMO_SEED, grids=2000)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_memories():
+    """Forget per-process state keyed by row ids: a flushed database hands the same ids out again.
+
+    (`command.warnings` remembers when it last evaluated each emerging rule; the token cache remembers
+    tokens.) Without this a test's new rule could inherit an earlier test's "evaluated a second ago".
+    """
+    from command import warnings
+    from command.tokens import _remembered
+
+    warnings._emerging_evaluated.clear()
+    _remembered.clear()
+    yield
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     """An unauthenticated DRF test client."""
