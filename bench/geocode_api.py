@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +48,12 @@ def timed(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[floa
     return (time.perf_counter() - started) * 1000, response.status
 
 
-def bare_floor(env: dict[str, str], requests: int, token: str) -> list[float]:
-    """The same sequential requests against a bare ASGI app on its own daphne process."""
+@contextmanager
+def serving(app: str, env: dict[str, str], probe: str) -> Iterator[int]:
+    """A daphne process serving `app` on a free port, once it answers `probe`; its port."""
     port = free_port()
-    bare = subprocess.Popen(
-        [str(Path(sys.executable).with_name("daphne")), "-p", str(port), "bench.bare_http:application"],
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("daphne")), "-p", str(port), app],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -59,17 +62,23 @@ def bare_floor(env: dict[str, str], requests: int, token: str) -> list[float]:
     try:
         for _ in range(300):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1)
                 break
             except OSError:
                 time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def bare_floor(env: dict[str, str], requests: int, token: str) -> list[float]:
+    """The same sequential requests against a bare ASGI app on its own daphne process."""
+    with serving("bench.bare_http:application", env, "/") as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(200):
             timed(conn, "/api/v1/geocode/?lon=114.05&lat=22.6", token)
         return [timed(conn, "/api/v1/geocode/?lon=114.05&lat=22.6", token)[0] for _ in range(requests)]
-    finally:
-        bare.terminate()
-        bare.wait(10)
 
 
 def main() -> None:
@@ -104,22 +113,8 @@ def main() -> None:
     loaded = time.perf_counter() - started
     how = "reused" if reuse else "loaded"
     print(f"bench/geocode_api.py — demo city with {args.grids} grids {how} in {loaded:.0f} s")
-    port = free_port()
-    daphne = subprocess.Popen(
-        [str(Path(sys.executable).with_name("daphne")), "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with serving("config.asgi:application", env, "/healthz") as port:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         request = urllib.request.Request(
             base + "/api/v1/auth/token/",
             method="POST",
@@ -158,9 +153,6 @@ def main() -> None:
         print(f"  floor      p50 {f50:6.2f} ms   p99 {f99:6.2f} ms   (bare ASGI app: bench/bare_http.py)")
         load = os.getloadavg()[0]
         print(f"  ratio      p50 {p50 / b50:.2f}x   p99 {p99 / b99:.2f}x   load average {load:.1f}")
-    finally:
-        daphne.terminate()
-        daphne.wait(10)
 
 
 if __name__ == "__main__":

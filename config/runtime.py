@@ -39,7 +39,7 @@ def freeze_heap(reason: str) -> None:
 
 def warm_up() -> None:
     """Build the territory index now, not on the first report, then freeze the heap."""
-    from django.db import close_old_connections, connection
+    from django.db import connection
 
     from gis.locator import get_index
 
@@ -49,8 +49,7 @@ def warm_up() -> None:
         log.warning("territory index not built at start-up: %s", exc)
         freeze_heap("start-up")
     finally:
-        close_old_connections()
-        connection.close()
+        connection.close()  # this thread's connection, back to the pool
 
 
 def warm_up_in_thread() -> threading.Thread:
