@@ -40,13 +40,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy .
 
-# The whole suite on PostgreSQL + Redis (found or started by tests/services_plugin.py).
+# The whole suite on PostgreSQL + Redis (found or started by tests/services_plugin.py), in
+# TEST_WORKERS parallel processes (pytest-xdist; each has its own test database and Redis names).
+TEST_WORKERS ?= 2
 pytest: install
-	$(PYTEST)
+	$(PYTEST) -n $(TEST_WORKERS)
 
 # The embedded default (SQLite + in-memory channel layer) keeps working too.
 pytest-embedded: install
-	YJLD_TEST_EMBEDDED=1 $(PYTEST) -m embedded
+	YJLD_TEST_EMBEDDED=1 $(PYTEST) -n $(TEST_WORKERS) -m embedded
 
 # Re-pin after editing pyproject.toml.
 lock: install

@@ -10,6 +10,17 @@ from rest_framework.test import APIClient
 DEMO_SEED = 2026
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long tests first (marked `slow`), so the parallel workers do not wait on one at the end.
+
+    Runs before pytest-django's stable reordering (tests in a rolled-back transaction, then those that
+    flush the database, then the rest), so the slow ones lead within each of those groups: the tests that
+    rely on the session's demo city still run before any test flushes it.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Migrate once, then load the demo city once for the whole session."""

@@ -164,10 +164,22 @@ def _configure() -> None:
         os.environ["DATABASE_TEST_NAME"] = os.path.join(folder, "test.sqlite3")
         os.environ.pop("REDIS_URL", None)
         return
-    os.environ["DATABASE_URL"] = _choose("TEST_DATABASE_URL", DEFAULT_PG, _pg_ok, _start_postgres)
+    # xdist workers inherit the controller's environment: the servers it chose (or started), its
+    # database name (pytest-django appends the worker's id) and its Redis names (the worker's id added).
+    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"] = _choose(
+        "TEST_DATABASE_URL", DEFAULT_PG, _pg_ok, _start_postgres
+    )
     # One test database per run, so that concurrent runs on one machine do not drop each other's.
     os.environ.setdefault("DATABASE_TEST_NAME", f"test_yjld_{os.getpid()}")
-    os.environ["REDIS_URL"] = _choose("TEST_REDIS_URL", DEFAULT_REDIS, _redis_ok, _start_redis)
+    os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"] = _choose(
+        "TEST_REDIS_URL", DEFAULT_REDIS, _redis_ok, _start_redis
+    )
+    # Redis pub/sub ignores the database number: runs (and workers of a run) sharing one Redis would
+    # receive each other's events, so each gets its own channel and cache names.
+    run = os.environ.setdefault("YJLD_TEST_RUN", str(os.getpid()))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ["CHANNEL_PREFIX"] = f"test{run}{worker}"
+    os.environ["CACHE_KEY_PREFIX"] = f"test{run}{worker}"
 
 
 _configure()

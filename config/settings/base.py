@@ -116,11 +116,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     # The pub/sub layer sidesteps channels_redis#422 (idle sockets dropped under redis-py 8 defaults)
-    # and costs less CPU per message; see docs/realtime.md.
+    # and costs less CPU per message; see docs/realtime.md. Redis pub/sub channels ignore the database
+    # number, so deployments (or test runs) sharing one Redis keep apart by CHANNEL_PREFIX.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "asgi")},
         }
     }
 else:

@@ -55,6 +55,7 @@ def _fresh_cluster(blocks: list[tuple[str, dict[str, Any]]], now: dt.datetime) -
     return len(rows)
 
 
+@pytest.mark.slow
 def test_dashboard(tmp_path: Any, demo_city: Any, browser: Any) -> None:
     from gis.models import TerritoryUnit
 

@@ -75,6 +75,7 @@ def make_incidents(count: int) -> None:
     Incident.objects.bulk_create(rows)
 
 
+@pytest.mark.slow
 def test_command_centre_with_2000_grids_and_500_incidents(tmp_path, demo_city, open_console):
     assert TerritoryUnit.objects.filter(layer="grid").count() >= 2000
     started = time.monotonic()

@@ -34,6 +34,7 @@ def _emergency(lon: float, lat: float, text: str) -> dict[str, int | str]:
     return {"order": lead.pk, "department": lead.department.code}
 
 
+@pytest.mark.slow
 def test_inbox_reconnects_after_a_daphne_restart_and_resumes(tmp_path: Any, demo_city: Any, open_console):
     lon, lat = point_in(first_grid_of("grid01"))
     first = off_loop(_emergency, lon, lat, "两车追尾，无人受伤")

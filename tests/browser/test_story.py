@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 LIVE = 20000  # ms: anything live must show well within this
 
 
+@pytest.mark.slow
 def test_offline_report_to_signed_order(tmp_path, demo_city, open_console):
     grid = first_grid_of("grid01")
     lon, lat = point_in(grid)

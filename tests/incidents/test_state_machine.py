@@ -187,6 +187,7 @@ IncidentLoop.TestCase.settings = settings(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_incident_loop_state_machine() -> None:
     REACHED.clear()

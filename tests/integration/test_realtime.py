@@ -58,6 +58,7 @@ def _assert_contiguous(events: list[dict], start: int = 1) -> None:
     assert seqs == list(range(start, start + len(seqs))), seqs[:20]
 
 
+@pytest.mark.slow
 def test_offline_department_gets_all_200_orders_in_order_once(tmp_path, demo_city):
     grid = first_grid_of("grid01")
     department = _fire_department_of(grid)
@@ -92,6 +93,7 @@ def test_offline_department_gets_all_200_orders_in_order_once(tmp_path, demo_cit
         again.close()
 
 
+@pytest.mark.slow
 def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(tmp_path, demo_city):
     grid = first_grid_of("grid01")
     department = _fire_department_of(grid)
@@ -109,6 +111,7 @@ def test_replay_then_live_has_no_gap_and_no_duplicate_at_the_seam(tmp_path, demo
         client.close()
 
 
+@pytest.mark.slow
 def test_two_daphne_processes_share_events_and_departments_see_only_their_own(tmp_path, demo_city):
     grid = first_grid_of("grid01")
     department = _fire_department_of(grid)
@@ -184,6 +187,7 @@ def test_tickets_are_single_use_and_browsers_need_an_allowed_origin(tmp_path, de
             connect(ws_url, origin="http://evil.example")
 
 
+@pytest.mark.slow
 def test_slow_client_past_the_window_still_gets_every_event(tmp_path, demo_city, settings):
     user = User.objects.get(username="power_supply")
     with daphne(tmp_path, env={"WS_WINDOW": "100"}) as server:
@@ -227,6 +231,7 @@ def _redis_server(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+@pytest.mark.slow
 def test_redis_outage_keeps_intake_working_and_loses_no_order(tmp_path, demo_city):
     port = free_port()
     redis_process = _redis_server(port)

@@ -357,6 +357,7 @@ def test_lists_hold_the_own_objects_and_not_the_others(demo_city):
 # ------------------------------------------------------------------------------------------ websocket
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_websocket_matrix(demo_city, tmp_path):
     """Every websocket action × every signed-in role × own/other object, against a real daphne."""

@@ -1,0 +1,44 @@
+"""Deployments (and test runs, and their workers) sharing one Redis keep apart by CHANNEL_PREFIX."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from realtime.groups import FANOUT_GROUP
+
+
+def _layer(prefix: str) -> Any:
+    """A channel layer built as the settings build it, under `prefix`."""
+    config = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    return import_string(config["BACKEND"])(**{**config["CONFIG"], "prefix": prefix})
+
+
+def test_a_fan_out_reaches_only_the_processes_of_its_own_prefix() -> None:
+    ours_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    assert ours_prefix != "asgi", "the suite runs under its own channel names, not the default"
+
+    async def scenario() -> tuple[dict[str, Any], bool]:
+        sender, ours, theirs = _layer(ours_prefix), _layer(ours_prefix), _layer(ours_prefix + "-other")
+        ours_channel, theirs_channel = await ours.new_channel(), await theirs.new_channel()
+        await ours.group_add(FANOUT_GROUP, ours_channel)
+        await theirs.group_add(FANOUT_GROUP, theirs_channel)
+        await asyncio.sleep(0.2)  # the subscriptions reach Redis
+        await sender.group_send(FANOUT_GROUP, {"type": "fanout", "message": {"n": 1}, "seqs": []})
+        received = await asyncio.wait_for(ours.receive(ours_channel), 5)
+        try:
+            await asyncio.wait_for(theirs.receive(theirs_channel), 1)
+            leaked = True
+        except TimeoutError:
+            leaked = False
+        for layer in (sender, ours, theirs):
+            await layer.flush()
+        return received, leaked
+
+    received, leaked = asyncio.run(scenario())
+    assert received["message"] == {"n": 1}
+    assert not leaked, "a process under another CHANNEL_PREFIX received the fan-out"
