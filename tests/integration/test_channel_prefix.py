@@ -14,12 +14,13 @@ from realtime.groups import FANOUT_GROUP
 
 def _layer(prefix: str) -> Any:
     """A channel layer built as the settings build it, under `prefix`."""
-    config = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    config: dict[str, Any] = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
     return import_string(config["BACKEND"])(**{**config["CONFIG"], "prefix": prefix})
 
 
 def test_a_fan_out_reaches_only_the_processes_of_its_own_prefix() -> None:
-    ours_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    layers: dict[str, Any] = settings.CHANNEL_LAYERS
+    ours_prefix = layers["default"]["CONFIG"]["prefix"]
     assert ours_prefix != "asgi", "the suite runs under its own channel names, not the default"
 
     async def scenario() -> tuple[dict[str, Any], bool]:
