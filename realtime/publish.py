@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
 from realtime.events import check_event
 from realtime.groups import FANOUT_GROUP
+from realtime.loop import run_sync
 from realtime.models import Event, Feed, FeedEntry
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def push_events(event_ids: list[int], *, ready: dict[int, dict[str, Any]] | None
             await layer.group_send(FANOUT_GROUP, message)
 
     try:
-        async_to_sync(send_all)()
+        run_sync(send_all)
     except Exception as exc:  # the database keeps them; the relay and client resume deliver them later
         log.warning("push of events %s failed, left for the relay: %s", sorted(by_id)[:5], exc)
         return 0
@@ -285,7 +285,7 @@ def send_control(message: dict[str, Any]) -> bool:
     if layer is None:
         return False
     try:
-        async_to_sync(layer.group_send)(FANOUT_GROUP, {"type": "control", **message})
+        run_sync(lambda: layer.group_send(FANOUT_GROUP, {"type": "control", **message}))
     except Exception as exc:
         log.warning("control message not sent: %s", exc)
         return False
