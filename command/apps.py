@@ -12,6 +12,11 @@ class CommandConfig(AppConfig):
         # Role groups need the permissions that post_migrate creates, so they are ensured after it.
         post_migrate.connect(_ensure_groups, sender=self, dispatch_uid="command_roles_groups")
         _forget_tokens_on_change()
+        from command.models import Department, LinkageRule
+        from incidents import refcache
+
+        # Linkage rules (with their departments) are kept per process by incidents/refcache.py.
+        refcache.connect(LinkageRule, Department)
         _connect_to_incidents()
         from command import ws
 

@@ -21,6 +21,7 @@ from gis.citygen import City, generate_city
 from gis.models import Layer, TerritoryUnit
 from gis.services import territory_replace
 from incidents.models import Category, DeadlinePolicy, DurationUnit, Family, Grade, Stage
+from incidents.refcache import reference_changed
 
 DISTRICT_SLUGS = {
     "440303": "luohu",
@@ -129,6 +130,8 @@ def demo_city_load(*, seed: int = 2026, grids: int = 2000, reset: bool = False) 
     _load_users(city, departments)
     _load_escalation()
     _load_units(city, departments, seed)
+    # Rules and policies went in by bulk_create (no signals): running processes re-read them.
+    reference_changed()
     return DemoSummary(True, seed, _counts(), Department.objects.count(), User.objects.count())
 
 

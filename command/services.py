@@ -36,7 +36,7 @@ from command.models import (
 from config.memo import memoised
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
-from incidents import deadlines
+from incidents import deadlines, refcache
 from incidents.models import Incident, Source
 from incidents.photos import CheckedPhoto
 from incidents.services import (
@@ -160,7 +160,7 @@ def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> Linka
         local_time=local,
     )
     default = None
-    for rule in memoised("linkage_rules", _enabled_rules):
+    for rule in refcache.kept("linkage_rules", _enabled_rules):
         if rule.is_default:
             default = default or rule
             continue

@@ -31,6 +31,11 @@ def memo_scope() -> Iterator[None]:
         _store.reset(token)
 
 
+def in_scope() -> bool:
+    """Whether a memo scope is open (a service call is running)."""
+    return _store.get() is not None
+
+
 def memoised(key: Hashable, compute: Callable[[], T]) -> T:
     """compute() once per scope for `key`; every call outside a scope computes afresh."""
     store = _store.get()

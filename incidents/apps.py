@@ -6,6 +6,11 @@ class IncidentsConfig(AppConfig):
     verbose_name = "Incidents"
 
     def ready(self) -> None:
-        from incidents import ws
+        from gis.models import TerritoryUnit
+        from incidents import refcache, ws
+        from incidents.models import Category, DeadlinePolicy, Grade
+
+        # Kept per process by incidents/refcache.py: edits bump the reference data version.
+        refcache.connect(DeadlinePolicy, Category, Grade, TerritoryUnit)
 
         ws.register()

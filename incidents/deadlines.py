@@ -16,8 +16,8 @@ from datetime import datetime
 
 from django.conf import settings
 
-from config.memo import memoised
 from gis.models import LAYER_ORDER
+from incidents import refcache
 from incidents.models import Category, DeadlinePolicy, DurationUnit, Grade
 from incidents.workcal import WorkCalendar, add_minutes, extend_for_pause
 
@@ -58,7 +58,8 @@ def policy_for(
     category_ids = [category.pk] + ([category.parent_id] if category.parent_id else [])
     codes = {c for c in area_codes.values() if c}
     best: tuple[tuple[int, int, int, int], DeadlinePolicy] | None = None
-    for policy, area_code, area_layer in memoised("deadline_policies", _policies_by_stage).get(stage, []):
+    policies = refcache.kept("deadline_policies", _policies_by_stage)
+    for policy, area_code, area_layer in policies.get(stage, []):
         if policy.category_id is not None and policy.category_id not in category_ids:
             continue
         if policy.grade_id is not None and (grade is None or policy.grade_id != grade.pk):

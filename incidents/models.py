@@ -135,6 +135,24 @@ class DeadlinePolicy(models.Model):
             raise ValidationError({"warn_fraction": _("Must lie strictly between 0 and 1.")})
 
 
+class ReferenceVersion(models.Model):
+    """One row counting edits of the reference data that each process keeps in memory.
+
+    Deadline policies and linkage rules are read on every intake and action; processes keep them and
+    re-read them when this number (or the territory data version) has moved. Saving or deleting a
+    policy, rule, category, grade, department or territory unit through the ORM (the admin, services)
+    bumps it in the same transaction (see incidents/refcache.py).
+    """
+
+    version = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("reference data version")
+
+    def __str__(self) -> str:
+        return f"v{self.version}"
+
+
 class Status(models.TextChoices):
     """The closed loop of an incident (上报 → 受理 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案 → 评价)."""
 

@@ -108,6 +108,12 @@ def user_snapshot(user_id: int) -> tuple[bool, str, int | None] | None:
     return (bool(row[0]), str(row[1]), row[2]) if row else None
 
 
+def heads(user_ids: list[int]) -> dict[int, int]:
+    """The last sequence number of each user's feed, in one query."""
+    rows = Feed.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq")
+    return {int(user_id): int(last_seq) for user_id, last_seq in rows}
+
+
 def snapshots(user_ids: list[int]) -> dict[int, tuple[bool, str, int | None]]:
     """user_snapshot for many users in one query."""
     rows = (

@@ -38,6 +38,7 @@ class Hub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
+        self.heads_seen: dict[int, int] = {}
 
     def consumers(self) -> list[StreamConsumer]:
         """Every local socket."""
@@ -120,6 +121,7 @@ class Hub:
             since_beat += recheck
             try:
                 await self._recheck_users()
+                await self._catch_up_stragglers()
                 if since_beat >= beat:
                     since_beat = 0.0
                     names = [c.channel_name for c in self.consumers()]
@@ -128,6 +130,23 @@ class Hub:
                 raise
             except Exception as exc:
                 log.warning("hub housekeeping failed: %s", exc)
+
+    async def _catch_up_stragglers(self) -> None:
+        """Sockets still short of a feed head seen one round ago read the rest from the database.
+
+        The safety net for a push the channel layer lost with nothing after it to reveal the gap: Redis
+        pub/sub drops what is published while a subscriber reconnects, and channels_redis reconnects
+        its subscriptions without telling the hub. One query per round for all of this process's users.
+        """
+        user_ids = list(self.by_user)
+        if not user_ids:
+            self.heads_seen = {}
+            return
+        for user_id, head in self.heads_seen.items():
+            for consumer in list(self.by_user.get(user_id, ())):
+                if consumer.last_sent < head:
+                    consumer.request_catch_up()
+        self.heads_seen = await database_sync_to_async(feeds.heads)(user_ids)
 
     async def _recheck_users(self) -> None:
         user_ids = list(self.by_user)

@@ -44,13 +44,16 @@ def _fresh_process_memories():
     """Forget per-process state keyed by row ids: a flushed database hands the same ids out again.
 
     (`command.warnings` remembers when it last evaluated each emerging rule; the token cache remembers
-    tokens.) Without this a test's new rule could inherit an earlier test's "evaluated a second ago".
+    tokens; incidents.refcache keeps deadline policies and linkage rules under a version a flush resets.)
+    Without this a test's new rule could inherit an earlier test's "evaluated a second ago".
     """
     from command import warnings
     from command.tokens import _remembered
+    from incidents import refcache
 
     warnings._emerging_evaluated.clear()
     _remembered.clear()
+    refcache.forget_all()
     yield
 
 

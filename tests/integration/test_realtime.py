@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from websockets.sync.client import connect
 
 from command.models import DispatchOrder, User
@@ -284,6 +285,7 @@ KILL_SCRIPT = """
 import os, signal, uuid, django
 django.setup()
 from django.db import transaction
+from django.utils import timezone
 from command.models import User
 from incidents.models import Source
 from incidents.services import ReportInput, incident_act, report_submit
@@ -320,6 +322,47 @@ def test_process_killed_between_commit_and_publish_loses_nothing(tmp_path, demo_
         assert Event.objects.filter(name="order.created", published_at__isnull=True).exists()
         events = client.collect(lambda ev: len(_orders_created(ev)) >= 1, timeout=15)
         assert _orders_created(events)[0]["data"]["department"] == department
+        client.close()
+
+
+def test_a_push_lost_with_nothing_after_it_still_arrives(tmp_path, demo_city, monkeypatch):
+    """Redis pub/sub dropped the only push (a subscriber was reconnecting), and no later event follows."""
+    import realtime.publish
+
+    department = User.objects.get(username=_fire_department_of(first_grid_of("grid01")))
+
+    def lost(event_ids: list[int], **kwargs: object) -> int:
+        # What the pusher saw: the publish "succeeded", so the events count as pushed; nobody got them.
+        return Event.objects.filter(pk__in=event_ids).update(published_at=timezone.now())
+
+    # No background relay in the server: it is the hub that must notice the socket is behind.
+    with daphne(tmp_path, env={"BACKGROUND_IN_PROCESS": "0"}) as server:
+        client = StreamClient(server.url, token_for(server.url, department.username))
+
+        def warn(n: int) -> None:
+            with transaction.atomic():
+                publish(
+                    name="warning.issued",
+                    recipients=[department.pk],
+                    data={
+                        "id": n,
+                        "level": "red",
+                        "type": "台风",
+                        "headline": f"预警 {n}",
+                        "status": "issued",
+                    },
+                )
+
+        def warnings(events: list[dict]) -> list[str]:
+            return [e["data"]["headline"] for e in events if e["event"] == "warning.issued"]
+
+        warn(1)  # pushed as usual: the socket is live
+        client.collect(lambda ev: len(warnings(ev)) >= 1, timeout=15)
+        monkeypatch.setattr(realtime.publish, "push_events", lost)
+        warn(2)
+        assert not Event.objects.filter(published_at__isnull=True).exists(), "the relay has nothing to do"
+        got = client.collect(lambda ev: len(warnings(ev)) >= 2, timeout=15)
+        assert warnings(got) == ["预警 1", "预警 2"]
         client.close()
 
 

@@ -1,0 +1,95 @@
+"""Reference data kept per process, re-read when its version moves.
+
+Every intake and action looks up the deadline policies and the linkage rules. Inside a service call
+(a memo scope, config/memo.py) the first lookup reads one row — the reference data version and the
+territory data version together — and the process's copy is used while both are unchanged. A save or
+delete of the underlying rows through the ORM bumps the version in the writer's transaction
+(`reference_changed`, connected in the apps' `ready`), so every process sees the edit from the commit
+on. Outside a service call nothing is kept. Rows changed behind the ORM's back (raw SQL, `bulk_*`,
+`QuerySet.update`) do not bump it: code that does so calls `reference_changed()` itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from django.db import connections
+from django.db.models import Model
+
+from config.memo import in_scope, memoised
+from gis.models import TerritoryVersion
+from incidents.models import ReferenceVersion
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_kept: dict[str, tuple[Hashable, Any]] = {}
+
+
+def forget_all() -> None:
+    """Drop every kept value (after a bump in this process; tests after flushing the database)."""
+    with _lock:
+        _kept.clear()
+
+
+def _versions() -> tuple[int, int] | None:
+    ref, territory = ReferenceVersion._meta.db_table, TerritoryVersion._meta.db_table
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT version FROM {ref} WHERE id = 1), (SELECT version FROM {territory} WHERE id = 1)"
+        )
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None  # no version row (an emptied database): keep nothing
+    return int(row[0]), int(row[1] or 0)
+
+
+def kept(kind: str, compute: Callable[[], T]) -> T:
+    """compute()'s value, kept by the process while the versions stay; afresh outside a service call."""
+    if not in_scope():
+        return compute()
+    version = memoised("reference_versions", _versions)
+    if version is None:
+        return memoised(kind, compute)
+    with _lock:
+        hit = _kept.get(kind)
+    if hit is not None and hit[0] == version:
+        value: T = hit[1]
+        return value
+    value = compute()
+    with _lock:
+        _kept[kind] = (version, value)
+    return value
+
+
+def reference_changed(*, using: str = "default", **kwargs: Any) -> None:
+    """Bump the reference data version in the current transaction (signal receiver, or call it)."""
+    if kwargs.get("raw"):
+        return  # fixtures loading: the load itself is followed by a bump where it matters
+    table = ReferenceVersion._meta.db_table
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (id, version) VALUES (1, 1) "
+            f"ON CONFLICT (id) DO UPDATE SET version = {table}.version + 1"
+        )
+    forget_all()
+
+
+def connect(*models: type[Model]) -> None:
+    """Bump the version whenever one of `models` is saved or deleted through the ORM."""
+    from django.db.models.signals import post_delete, post_save
+
+    for model in models:
+        for name, signal in (("save", post_save), ("delete", post_delete)):
+            signal.connect(
+                _receiver,
+                sender=model,
+                weak=False,
+                dispatch_uid=f"reference_changed_{name}_{model._meta.label_lower}",
+            )
+
+
+def _receiver(sender: Any, **kwargs: Any) -> None:
+    reference_changed(using=kwargs.get("using") or "default", raw=kwargs.get("raw", False))

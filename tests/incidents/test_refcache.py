@@ -1,0 +1,75 @@
+"""Deadline policies and linkage rules kept per process, re-read when the reference data version moves."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from incidents import deadlines, refcache
+from incidents.models import DeadlinePolicy, DurationUnit, Incident, ReferenceVersion
+from tests.support.factories import report
+
+pytestmark = [pytest.mark.django_db]
+
+
+def _policy_reads(queries: list[dict[str, str]]) -> int:
+    table = DeadlinePolicy._meta.db_table
+    return sum(1 for q in queries if q["sql"].startswith("SELECT") and f'FROM "{table}"' in q["sql"])
+
+
+def _policy_of(incident: Incident) -> DeadlinePolicy:
+    area = {
+        "district": incident.district_code,
+        "street": incident.street_code,
+        "community": incident.community_code,
+        "grid": incident.grid_code,
+        "block": incident.block_code,
+    }
+    policy = deadlines.policy_for(
+        stage=incident.stage, category=incident.category, grade=None, area_codes=area
+    )
+    assert policy is not None
+    return policy
+
+
+def _clock_minutes(incident: Incident) -> float:
+    assert incident.due_at is not None and incident.stage_started_at is not None
+    return (incident.due_at - incident.stage_started_at) / timedelta(minutes=1)
+
+
+def test_policies_are_read_once_then_again_after_an_edit_here_or_in_another_process(demo_city):
+    refcache.forget_all()
+    first = report()
+    with CaptureQueriesContext(connection) as kept:
+        report()
+    assert _policy_reads(kept.captured_queries) == 0, "the second intake used the process's copy"
+
+    # An edit through the ORM (the admin, in this process) bumps the version: the next intake sees it.
+    policy = _policy_of(first)
+    policy.unit, policy.duration = DurationUnit.MINUTES, 777
+    policy.save()
+    with CaptureQueriesContext(connection) as reread:
+        edited = report()
+    assert _policy_reads(reread.captured_queries) == 1
+    assert _clock_minutes(edited) == 777
+
+    # Another process's edit: rows and version changed in the database, nothing said to this process.
+    table, ref = DeadlinePolicy._meta.db_table, ReferenceVersion._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET duration = 555 WHERE id = %s", [policy.pk])
+    assert _clock_minutes(report()) == 777, "without a bump the kept copy still serves (it is a cache)"
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {ref} SET version = version + 1 WHERE id = 1")
+    assert _clock_minutes(report()) == 555
+
+
+def test_without_a_version_row_nothing_is_kept_across_service_calls(demo_city):
+    ReferenceVersion.objects.all().delete()  # an emptied database (a test flush) has none
+    refcache.forget_all()
+    report()
+    with CaptureQueriesContext(connection) as queries:
+        report()
+    assert _policy_reads(queries.captured_queries) == 1
