@@ -42,7 +42,7 @@ typecheck: install
 
 # The whole suite on PostgreSQL + Redis (found or started by tests/services_plugin.py), in
 # TEST_WORKERS parallel processes (pytest-xdist; each has its own test database and Redis names).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 pytest: install
 	$(PYTEST) -n $(TEST_WORKERS)
 
