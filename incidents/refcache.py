@@ -64,10 +64,11 @@ def kept(kind: str, compute: Callable[[], T]) -> T:
     return value
 
 
-def reference_changed(*, using: str = "default", **kwargs: Any) -> None:
-    """Bump the reference data version in the current transaction (signal receiver, or call it)."""
-    if kwargs.get("raw"):
-        return  # fixtures loading: the load itself is followed by a bump where it matters
+def reference_changed(*, using: str = "default") -> None:
+    """Bump the reference data version in the current transaction (signal receiver, or call it).
+
+    Fixture loads (`loaddata`, raw saves) bump it too: a running process must not keep what they replaced.
+    """
     table = ReferenceVersion._meta.db_table
     with connections[using].cursor() as cursor:
         cursor.execute(
@@ -92,4 +93,4 @@ def connect(*models: type[Model]) -> None:
 
 
 def _receiver(sender: Any, **kwargs: Any) -> None:
-    reference_changed(using=kwargs.get("using") or "default", raw=kwargs.get("raw", False))
+    reference_changed(using=kwargs.get("using") or "default")
