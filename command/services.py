@@ -119,16 +119,6 @@ def user_create(
 # ------------------------------------------------------------------------------------------ linkage
 
 
-def _area_codes(incident: Incident) -> dict[str, str]:
-    return {
-        "district": incident.district_code,
-        "street": incident.street_code,
-        "community": incident.community_code,
-        "grid": incident.grid_code,
-        "block": incident.block_code,
-    }
-
-
 def _enabled_rules() -> list[LinkageRule]:
     return list(
         LinkageRule.objects.filter(enabled=True)
@@ -156,7 +146,7 @@ def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> Linka
         category_code=incident.category.code,
         family_code=incident.category.parent.code if incident.category.parent is not None else None,
         grade_code=incident.grade.code if incident.grade else None,
-        area_codes=frozenset(c for c in _area_codes(incident).values() if c),
+        area_codes=frozenset(c for c in incident.area_codes().values() if c),
         local_time=local,
     )
     default = None
@@ -178,7 +168,7 @@ def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> Linka
 
 def department_of_kind_for(kind: str, incident: Incident) -> Department | None:
     """The active department of `kind` whose jurisdiction contains the incident (deepest unit wins)."""
-    codes = frozenset(c for c in _area_codes(incident).values() if c)
+    codes = frozenset(c for c in incident.area_codes().values() if c)
     depth = {"district": 1, "street": 2, "community": 3, "grid": 4, "block": 4}
     best: tuple[tuple[int, str, int], Department] | None = None
     for department_kind, layer, department in memoised(
@@ -435,7 +425,7 @@ def _enter_order_stage(order: DispatchOrder, incident: Incident, now: datetime) 
         stage=stage,
         category=incident.category,
         grade=incident.grade,
-        area_codes=_area_codes(incident),
+        area_codes=incident.area_codes(),
         start=now,
     )
     order.stage, order.stage_started_at = stage, now

@@ -249,6 +249,16 @@ class Incident(models.Model):
     def __str__(self) -> str:
         return self.code
 
+    def area_codes(self) -> dict[str, str]:
+        """The codes of the territory units holding the incident, per layer ("" where none)."""
+        return {
+            "district": self.district_code,
+            "street": self.street_code,
+            "community": self.community_code,
+            "grid": self.grid_code,
+            "block": self.block_code,
+        }
+
     @property
     def is_overdue(self) -> bool:
         """True once the current stage has passed its due time (the mark is set by the timer engine)."""

@@ -907,15 +907,12 @@ def _enter_stage(incident: Incident, now: datetime) -> None:
         incident.stage, incident.stage_started_at, incident.due_at, incident.warn_at = "", None, None, None
         incident.clock_unit = ""
         return
-    area = {
-        "district": incident.district_code,
-        "street": incident.street_code,
-        "community": incident.community_code,
-        "grid": incident.grid_code,
-        "block": incident.block_code,
-    }
     clock = deadlines.clock_for(
-        stage=stage, category=incident.category, grade=incident.grade, area_codes=area, start=now
+        stage=stage,
+        category=incident.category,
+        grade=incident.grade,
+        area_codes=incident.area_codes(),
+        start=now,
     )
     incident.stage, incident.stage_started_at = stage, now
     incident.due_at = clock.due_at if clock else None

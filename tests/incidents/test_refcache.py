@@ -21,15 +21,8 @@ def _policy_reads(queries: list[dict[str, str]]) -> int:
 
 
 def _policy_of(incident: Incident) -> DeadlinePolicy:
-    area = {
-        "district": incident.district_code,
-        "street": incident.street_code,
-        "community": incident.community_code,
-        "grid": incident.grid_code,
-        "block": incident.block_code,
-    }
     policy = deadlines.policy_for(
-        stage=incident.stage, category=incident.category, grade=None, area_codes=area
+        stage=incident.stage, category=incident.category, grade=None, area_codes=incident.area_codes()
     )
     assert policy is not None
     return policy

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 from django.conf import settings
-from django.utils.module_loading import import_string
 
 from realtime.groups import FANOUT_GROUP
-
-
-def _layer(prefix: str) -> Any:
-    """A channel layer built as the settings build it, under `prefix`."""
-    config: dict[str, Any] = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
-    return import_string(config["BACKEND"])(**{**config["CONFIG"], "prefix": prefix})
+from tests.support.layers import fresh_layer
 
 
 def test_a_fan_out_reaches_only_the_processes_of_its_own_prefix() -> None:
@@ -24,7 +17,11 @@ def test_a_fan_out_reaches_only_the_processes_of_its_own_prefix() -> None:
     assert ours_prefix != "asgi", "the suite runs under its own channel names, not the default"
 
     async def scenario() -> tuple[dict[str, Any], bool]:
-        sender, ours, theirs = _layer(ours_prefix), _layer(ours_prefix), _layer(ours_prefix + "-other")
+        sender, ours, theirs = (
+            fresh_layer(ours_prefix),
+            fresh_layer(ours_prefix),
+            fresh_layer(ours_prefix + "-other"),
+        )
         ours_channel, theirs_channel = await ours.new_channel(), await theirs.new_channel()
         await ours.group_add(FANOUT_GROUP, ours_channel)
         await theirs.group_add(FANOUT_GROUP, theirs_channel)

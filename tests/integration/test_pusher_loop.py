@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
 from typing import Any
 
@@ -12,13 +11,13 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.utils.module_loading import import_string
 
 from command.models import User
 from realtime.groups import FANOUT_GROUP
 from realtime.loop import pusher_loop, run_sync
 from realtime.models import Event
 from realtime.publish import publish
+from tests.support.layers import fresh_layer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -35,8 +34,7 @@ def _listener(received: list[dict[str, Any]], ready: threading.Event, stop: thre
     """A process of the fan-out group: collects what reaches it (its own loop, its own layer)."""
 
     async def listen() -> None:
-        config: dict[str, Any] = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
-        layer = import_string(config["BACKEND"])(**config["CONFIG"])
+        layer = fresh_layer()
         channel = await layer.new_channel()
         await layer.group_add(FANOUT_GROUP, channel)
         await asyncio.sleep(0.2)
