@@ -20,6 +20,8 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
@@ -314,16 +316,31 @@ def _find_duplicates(incident: Incident) -> list[int]:
     dlat = radius / 111_000
     dlon = radius / (111_000 * max(0.1, math.cos(math.radians(incident.lat))))
     family = incident.category.family
+    west, east = incident.lon - dlon, incident.lon + dlon
+    south, north = incident.lat - dlat, incident.lat + dlat
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Incident._meta.db_table)
+        # The box through the GiST index on point(lon, lat) (migration 0005): the rows near the point,
+        # not every incident of the family in the window (thousands in a storm).
+        near_box = Q(
+            RawSQL(
+                f"point({table}.lon, {table}.lat) <@ box(point(%s, %s), point(%s, %s))",
+                (west, south, east, north),
+                output_field=BooleanField(),
+            )
+        )
+    else:
+        near_box = Q(lat__range=(south, north), lon__range=(west, east))
     candidates = (
         Incident.objects.filter(
+            near_box,
             category__family=family,
             reported_at__gte=incident.reported_at - window,
             reported_at__lte=incident.reported_at,
-            lat__range=(incident.lat - dlat, incident.lat + dlat),
-            lon__range=(incident.lon - dlon, incident.lon + dlon),
         )
         .exclude(pk=incident.pk)
         .exclude(status__in=rules.TERMINAL)
+        .order_by()
         .values_list("pk", "lon", "lat")
     )
     near = sorted(

@@ -33,3 +33,27 @@ def test_the_service_path_runs_on_prepared_statements(demo_city):
     # The intake's and the action's own statements are among them, with server-side parameters ($1 …).
     assert any('INSERT INTO "incidents_incident"' in s and "$1" in s for s in statements), statements
     assert any('FROM "incidents_incident"' in s and "FOR UPDATE" in s for s in statements), statements
+
+
+def test_the_duplicate_search_reads_the_point_index(demo_city):
+    """The intake's duplicate search asks the GiST index on point(lon, lat) for the rows near the report.
+
+    Without it PostgreSQL read every incident of the family reported in the window (thousands in a storm).
+    """
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'incidents_incident_point_gist'")
+        assert cursor.fetchone() is not None
+    report(), report()
+    with CaptureQueriesContext(connection) as queries:
+        third = report()
+    assert third.possible_duplicates.count() == 2
+    (search,) = [q["sql"] for q in queries.captured_queries if "<@ box(" in q["sql"]]
+    with connection.cursor() as cursor:
+        # A test database holds a handful of rows (a sequential scan wins there): show that the search's
+        # condition is one the index can answer, which a plain lat/lon range is not.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + search)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "incidents_incident_point_gist" in plan, plan
