@@ -36,7 +36,7 @@ from command.models import (
 from config.memo import memoised
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
-from incidents import deadlines, refcache
+from incidents import audience, deadlines, refcache
 from incidents.models import Incident, Source
 from incidents.photos import CheckedPhoto
 from incidents.services import (
@@ -356,13 +356,7 @@ def rework_reopen_lead(*, incident: Incident, actor: Any, source: str, reason: s
 
 def _order_recipients(order: DispatchOrder) -> list[int]:
     # Department staff of the order's unit (not grid workers who happen to belong to a street office).
-    def compute() -> list[int]:
-        query = Q(department_id=order.department_id, role=Role.DEPARTMENT) | Q(
-            role__in=[Role.OPERATOR, Role.COMMANDER]
-        )
-        return list(User.objects.filter(query, is_active=True).values_list("pk", flat=True))
-
-    return memoised(("order_recipients", order.department_id), compute)
+    return audience.department_recipients(order.department_id)
 
 
 def order_event_data(order: DispatchOrder, action: str | None = None) -> dict[str, Any]:

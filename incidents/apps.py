@@ -7,10 +7,11 @@ class IncidentsConfig(AppConfig):
 
     def ready(self) -> None:
         from gis.models import TerritoryUnit
-        from incidents import refcache, ws
+        from incidents import audience, refcache, ws
         from incidents.models import Category, DeadlinePolicy, Grade
 
         # Kept per process by incidents/refcache.py: edits bump the reference data version.
         refcache.connect(DeadlinePolicy, Category, Grade, TerritoryUnit)
+        audience.connect_users()
 
         ws.register()

@@ -66,3 +66,58 @@ def test_without_a_version_row_nothing_is_kept_across_service_calls(demo_city):
     with CaptureQueriesContext(connection) as queries:
         report()
     assert _policy_reads(queries.captured_queries) == 1
+
+
+def _user_reads(queries: list[dict[str, str]]) -> int:
+    from command.models import User
+
+    table = User._meta.db_table
+    return sum(1 for q in queries if q["sql"].startswith("SELECT") and f'FROM "{table}' in q["sql"])
+
+
+def _receivers(incident: Incident) -> set[int]:
+    """Who got the feed entries of the incident's latest event."""
+    from realtime.models import FeedEntry
+
+    latest = FeedEntry.objects.filter(event__data__id=incident.pk).order_by("-event_id").first()
+    assert latest is not None
+    return set(FeedEntry.objects.filter(event_id=latest.event_id).values_list("user_id", flat=True))
+
+
+def test_the_audience_is_kept_and_follows_edits_of_users_and_their_grids(demo_city):
+    from django.contrib.auth.models import update_last_login
+
+    from command.constants import Role
+    from command.models import User
+    from gis.models import TerritoryUnit
+    from incidents.services import incident_act
+    from tests.support.factories import first_grid_of
+
+    refcache.forget_all()
+    operator = User.objects.get(username="operator")
+    grid = first_grid_of("grid01")
+    first = report()
+    with CaptureQueriesContext(connection) as kept:
+        incident_act(incident_id=first.pk, actor=operator, action="accept")
+    assert _user_reads(kept.captured_queries) == 0, "the action used the process's directory of users"
+    centre = set(User.objects.filter(role__in=[Role.OPERATOR, Role.COMMANDER]).values_list("pk", flat=True))
+    assert centre <= _receivers(first)
+
+    # A new grid worker given the grid receives the next event; a login changes nothing kept.
+    newcomer = User.objects.create_user("grid_new", password="x-Secret-123", role=Role.GRID_WORKER)
+    newcomer.grids.add(TerritoryUnit.objects.get(layer="grid", code=grid))
+    second = report()
+    assert newcomer.pk in _receivers(second)
+    version = ReferenceVersion.objects.get(pk=1).version
+    update_last_login(None, newcomer)
+    assert ReferenceVersion.objects.get(pk=1).version == version
+
+    # Taken off the grid, then an operator deactivated: neither receives what follows.
+    newcomer.grids.clear()
+    operator_two = User.objects.get(username="commander")
+    operator_two.is_active = False
+    operator_two.save()
+    third = report()
+    assert newcomer.pk not in _receivers(third)
+    assert operator_two.pk not in _receivers(third)
+    assert operator.pk in _receivers(third)
