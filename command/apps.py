@@ -17,6 +17,7 @@ class CommandConfig(AppConfig):
 
         # Linkage rules (with their departments) are kept per process by incidents/refcache.py.
         refcache.connect(LinkageRule, Department)
+        refcache.connect_m2m(LinkageRule.assist_departments.through, Department.jurisdiction.through)
         _connect_to_incidents()
         from command import ws
 

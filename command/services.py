@@ -123,20 +123,29 @@ def _enabled_rules() -> list[LinkageRule]:
     return list(
         LinkageRule.objects.filter(enabled=True)
         .select_related("category", "grade", "territory", "lead_department")
+        .prefetch_related("assist_departments")
         .order_by("position", "id")
     )
 
 
+def _jurisdiction_map() -> dict[str, list[tuple[str, str, Department]]]:
+    """Territory unit code → (kind, the unit's layer, department) of each active department holding it."""
+    departments = {d.pk: d for d in Department.objects.filter(active=True)}
+    by_code: dict[str, list[tuple[str, str, Department]]] = {}
+    rows = Department.jurisdiction.through.objects.filter(department_id__in=list(departments)).values_list(
+        "department_id", "territoryunit__code", "territoryunit__layer"
+    )
+    for department_id, code, layer in rows:
+        department = departments[department_id]
+        by_code.setdefault(code, []).append((department.kind, layer, department))
+    return by_code
+
+
 def _jurisdictions(codes: frozenset[str]) -> list[tuple[str, str, Department]]:
     """Active departments whose jurisdiction holds one of `codes`: (kind, that unit's layer, department)."""
-    rows = (
-        Department.objects.filter(active=True, jurisdiction__code__in=codes)
-        .values_list("pk", "jurisdiction__layer")
-        .order_by("code")
-    )
-    pairs = list(rows)
-    departments = Department.objects.in_bulk({pk for pk, _layer in pairs})
-    return [(departments[pk].kind, layer, departments[pk]) for pk, layer in pairs]
+    by_code = refcache.kept("jurisdictions", _jurisdiction_map)
+    found = [entry for code in codes for entry in by_code.get(code, ())]
+    return sorted(found, key=lambda entry: (entry[2].code, entry[1]))
 
 
 def linkage_rule_for(incident: Incident, *, at: datetime | None = None) -> LinkageRule | None:
@@ -198,7 +207,7 @@ def rule_snapshot(rule: LinkageRule | None) -> dict[str, Any]:
         "time_to": rule.time_to.isoformat() if rule.time_to else None,
         "lead_department": rule.lead_department.code if rule.lead_department else None,
         "lead_kind": rule.lead_kind or None,
-        "assist_departments": sorted(rule.assist_departments.values_list("code", flat=True)),
+        "assist_departments": sorted(d.code for d in rule.assist_departments.all()),
         "assist_kinds": list(rule.assist_kinds),
     }
 
@@ -215,7 +224,8 @@ def linkage_proposal(incident: Incident) -> dict[str, Any]:
         )
         if lead is None and rule.lead_kind:
             unresolved.append(rule.lead_kind)
-        assists = list(rule.assist_departments.filter(active=True).order_by("code"))
+        # Prefetched with the kept rules (a department's edit bumps the reference data version).
+        assists = sorted((d for d in rule.assist_departments.all() if d.active), key=lambda d: d.code)
         for kind in rule.assist_kinds:
             found = department_of_kind_for(kind, incident)
             if found is None:

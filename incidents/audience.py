@@ -102,7 +102,7 @@ def department_recipients(department_id: int) -> list[int]:
 
 def connect_users() -> None:
     """Bump the reference data version when a user, or a user's grids, change (called in `ready`)."""
-    from django.db.models.signals import m2m_changed, post_delete, post_save
+    from django.db.models.signals import post_delete, post_save
 
     User = get_user_model()
 
@@ -114,12 +114,6 @@ def connect_users() -> None:
     def deleted(sender: Any, using: str | None = None, **kwargs: Any) -> None:
         refcache.reference_changed(using=using or "default")
 
-    def grids_changed(sender: Any, action: str, using: str | None = None, **kwargs: Any) -> None:
-        if action in ("post_add", "post_remove", "post_clear"):
-            refcache.reference_changed(using=using or "default")
-
     post_save.connect(saved, sender=User, weak=False, dispatch_uid="audience_user_saved")
     post_delete.connect(deleted, sender=User, weak=False, dispatch_uid="audience_user_deleted")
-    m2m_changed.connect(
-        grids_changed, sender=User.grids.through, weak=False, dispatch_uid="audience_user_grids_changed"
-    )
+    refcache.connect_m2m(User.grids.through)

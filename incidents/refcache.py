@@ -92,5 +92,23 @@ def connect(*models: type[Model]) -> None:
             )
 
 
+def connect_m2m(*through_models: type[Model]) -> None:
+    """Bump the version whenever rows of one of these many-to-many tables are added, removed or cleared."""
+    from django.db.models.signals import m2m_changed
+
+    for through in through_models:
+        m2m_changed.connect(
+            _m2m_receiver,
+            sender=through,
+            weak=False,
+            dispatch_uid=f"reference_changed_m2m_{through._meta.label_lower}",
+        )
+
+
+def _m2m_receiver(sender: Any, action: str, **kwargs: Any) -> None:
+    if action in ("post_add", "post_remove", "post_clear"):
+        reference_changed(using=kwargs.get("using") or "default")
+
+
 def _receiver(sender: Any, **kwargs: Any) -> None:
     reference_changed(using=kwargs.get("using") or "default")

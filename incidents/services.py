@@ -27,7 +27,7 @@ from django.utils import timezone
 from audit.services import audit_batch, audit_record
 from config.memo import forget, memo_scope
 from gis.geocoding import geocode_point
-from incidents import audience, deadlines, rules
+from incidents import audience, deadlines, refcache, rules
 from incidents.models import (
     Category,
     Grade,
@@ -103,6 +103,20 @@ def _now() -> datetime:
 # ---------------------------------------------------------------------------------------------- intake
 
 
+def _active_categories() -> dict[str, Category]:
+    """Active categories by code, with their family (kept per process in a service call: refcache)."""
+
+    def read() -> dict[str, Category]:
+        return {c.code: c for c in Category.objects.filter(active=True).select_related("parent")}
+
+    return refcache.kept("active_categories", read)
+
+
+def _grades() -> dict[str, Grade]:
+    """Grades by code (kept per process in a service call: refcache)."""
+    return refcache.kept("grades", lambda: {g.code: g for g in Grade.objects.all()})
+
+
 def request_fingerprint(data: ReportInput, photos: Sequence[CheckedPhoto]) -> str:
     """A hash of everything a report says, so a replayed key can be told from a reused one."""
     body = {
@@ -156,7 +170,7 @@ def _report_submit(
         earlier = _replay(reporter, idempotency_key, fingerprint)
         if earlier is not None:
             return IntakeResult(earlier.incident, earlier, created=False)
-    category = Category.objects.filter(code=data.category, active=True).select_related("parent").first()
+    category = _active_categories().get(data.category)
     if category is None:
         raise IntakeError("category", f"unknown category {data.category!r}")
     if category.parent_id is None:
@@ -239,7 +253,7 @@ def _register_on_intake(incident: Incident, *, source: str) -> None:
     """Accept and register an emergency as it arrives (its category says so), then run the hooks."""
     for action, target in (("accept", Status.ACCEPTED), ("register", Status.REGISTERED)):
         if action == "register" and incident.grade is None:
-            incident.grade = Grade.objects.filter(code="IV").first()
+            incident.grade = _grades().get("IV")
         _transition(
             incident,
             to_status=target,
@@ -405,7 +419,7 @@ def _incident_act(
     with transaction.atomic(), audit_batch(), publish_batch():
         incident = (
             Incident.objects.select_for_update(of=("self",))
-            .select_related("category", "grade")
+            .select_related("category", "category__parent", "grade")
             .get(pk=incident_id)
         )
         transition = rules.check(
@@ -464,16 +478,14 @@ def _accept(incident: Incident, *, actor: Any, source: str, payload: dict[str, A
 def _register(incident: Incident, *, actor: Any, source: str, payload: dict[str, Any], reason: str) -> None:
     changes: dict[str, Any] = {}
     if payload.get("category"):
-        category = Category.objects.filter(
-            code=payload["category"], active=True, parent__isnull=False
-        ).first()
-        if category is None:
+        category = _active_categories().get(payload["category"])
+        if category is None or category.parent_id is None:
             raise ActionError("category", f"unknown subcategory {payload['category']!r}")
         if category.pk != incident.category_id:
             changes["category"] = [incident.category.code, category.code]
             incident.category = category
     grade_code = payload.get("grade") or (incident.grade.code if incident.grade else "IV")
-    grade = Grade.objects.filter(code=grade_code).first()
+    grade = _grades().get(grade_code)
     if grade is None:
         raise ActionError("grade", f"unknown grade {grade_code!r}; use I, II, III or IV")
     changes["grade"] = grade.code

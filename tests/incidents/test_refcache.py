@@ -121,3 +121,45 @@ def test_the_audience_is_kept_and_follows_edits_of_users_and_their_grids(demo_ci
     assert newcomer.pk not in _receivers(third)
     assert operator_two.pk not in _receivers(third)
     assert operator.pk in _receivers(third)
+
+
+def _reference_reads(queries: list[dict[str, str]]) -> list[str]:
+    """SELECTs of reference tables: departments and their jurisdictions, rules, categories, grades."""
+    tables = ("command_department", "command_linkagerule", "incidents_category", "incidents_grade")
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith("SELECT") and any(f'FROM "{t}' in q["sql"] for t in tables)
+    ]
+
+
+def _fire_registered() -> Incident:
+    from command.models import User
+    from incidents.services import incident_act
+
+    operator = User.objects.get(username="operator")
+    incident = report(category="AC01", description="厂房起火")
+    incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    return incident_act(incident_id=incident.pk, actor=operator, action="register")
+
+
+def test_dispatch_reads_no_reference_table_once_kept_and_sees_edits_of_many_to_many_links(demo_city):
+    from command.models import Department, DispatchOrder, LinkageRule
+
+    refcache.forget_all()
+    _fire_registered()
+    with CaptureQueriesContext(connection) as queries:
+        incident = _fire_registered()
+    assert _reference_reads(queries.captured_queries) == []
+    assert DispatchOrder.objects.filter(incident=incident).count() == 3
+
+    # Changing only a rule's assisting departments (no save of the rule) reaches the next dispatch.
+    rule = LinkageRule.objects.get(category__code="AC01")
+    water = Department.objects.filter(kind="water", active=True).order_by("code").first()
+    assert water is not None
+    rule.assist_departments.set([water])
+    incident = _fire_registered()
+    departments = set(
+        DispatchOrder.objects.filter(incident=incident).values_list("department__kind", flat=True)
+    )
+    assert "water" in departments
