@@ -335,3 +335,26 @@ def test_concurrent_writers_append_one_after_another(demo_city, settings):
     result = verify_chain()
     assert result.ok, result.first_break
     assert AuditHead.objects.get(pk=1).seq == seqs[-1]
+
+
+def test_an_action_chains_its_records_in_two_statements_and_the_chain_holds(demo_city):
+    """Lock and read the head; insert the records and move the head in one statement (PostgreSQL)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from command.models import User
+    from incidents.services import incident_act
+    from tests.support.factories import report
+
+    operator = User.objects.get(username="operator")
+    incident = report(category="AC01", description="厂房起火")
+    incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    before = AuditHead.objects.get(pk=1).seq
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(incident_id=incident.pk, actor=operator, action="register")  # + dispatch: 5 records
+    touching = [q["sql"] for q in queries.captured_queries if "audit_audit" in q["sql"]]
+    assert len(touching) == 2, touching
+    records = list(AuditRecord.objects.filter(seq__gt=before).order_by("seq"))
+    assert len(records) >= 2
+    assert AuditHead.objects.get(pk=1).seq == records[-1].seq
+    assert all(r.hash == record_hash(r) for r in records)
+    assert verify_chain(anchors=False).ok
