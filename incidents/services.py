@@ -135,12 +135,14 @@ def request_fingerprint(data: ReportInput, photos: Sequence[CheckedPhoto]) -> st
 
 
 def _replay(reporter: Any, key: str, fingerprint: str) -> Report | None:
-    report = Report.objects.select_related("incident").filter(reporter=reporter, idempotency_key=key).first()
-    if report is None:
+    # Nearly every key is new: ask the small question first, load the report only for a replay.
+    rows = Report.objects.filter(reporter=reporter, idempotency_key=key).values_list("pk", "request_hash")
+    row = next(iter(rows[:1]), None)
+    if row is None:
         return None
-    if report.request_hash != fingerprint:
+    if row[1] != fingerprint:
         raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different report")
-    return report
+    return Report.objects.select_related("incident").get(pk=row[0])
 
 
 def report_submit(
