@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from rest_framework.views import APIView
 from config.api import error_response
 from gis.geocoding import InvalidCoordinate, OutsideTerritory
 from incidents import rules
-from incidents.models import Category, Incident, Source, Status
+from incidents.models import Category, Incident, Photo, Report, Source, Status
 from incidents.photos import PhotoRejected, check_photos
 from incidents.privacy import can_see_personal, mask_phone
 from incidents.selectors import incident_filter, incidents_visible_to
@@ -29,6 +30,7 @@ from incidents.services import (
     ActionError,
     IdempotencyConflict,
     IntakeError,
+    IntakeResult,
     ReportInput,
     incident_act,
     report_submit,
@@ -115,41 +117,55 @@ def incident_summary(incident: Incident) -> dict[str, Any]:
     }
 
 
-def incident_detail(incident: Incident, user: Any) -> dict[str, Any]:
-    """The detail representation: summary, reports with photos, timeline and the caller's actions."""
+def _report_body(report: Report, photos: Iterable[Photo], clear: bool) -> dict[str, Any]:
+    return {
+        "id": report.pk,
+        "channel": report.channel,
+        "category": report.category.code,
+        "description": report.description,
+        "lon": report.lon,
+        "lat": report.lat,
+        "input": {"lon": report.input_lon, "lat": report.input_lat, "crs": report.input_crs},
+        "address": report.address,
+        "reporter": report.reporter.username,
+        "reporter_name": report.reporter_name,
+        "reporter_phone": report.reporter_phone if clear else mask_phone(report.reporter_phone),
+        "occurred_at": report.occurred_at.isoformat(),
+        "received_at": report.received_at.isoformat(),
+        "photos": [
+            {
+                "id": p.pk,
+                # Served to those who may see the incident, never from MEDIA_URL (privacy).
+                "url": reverse("photo-report", args=[p.pk]),
+                "content_type": p.content_type,
+                "width": p.width,
+                "height": p.height,
+                "size": p.size,
+            }
+            for p in photos
+        ],
+    }
+
+
+def incident_detail(incident: Incident, user: Any, *, intake: IntakeResult | None = None) -> dict[str, Any]:
+    """The detail representation: summary, reports with photos, timeline and the caller's actions.
+
+    `intake`, the result of an intake that has just created the incident, supplies what that intake
+    wrote (its one report with its photos, its duplicate links; a new incident has no pending request)
+    instead of reading it back.
+    """
     clear = can_see_personal(user)
     body = incident_summary(incident)
-    body["possible_duplicates"] = sorted(incident.possible_duplicates.values_list("pk", flat=True))
-    body["reports"] = [
-        {
-            "id": r.pk,
-            "channel": r.channel,
-            "category": r.category.code,
-            "description": r.description,
-            "lon": r.lon,
-            "lat": r.lat,
-            "input": {"lon": r.input_lon, "lat": r.input_lat, "crs": r.input_crs},
-            "address": r.address,
-            "reporter": r.reporter.username,
-            "reporter_name": r.reporter_name,
-            "reporter_phone": r.reporter_phone if clear else mask_phone(r.reporter_phone),
-            "occurred_at": r.occurred_at.isoformat(),
-            "received_at": r.received_at.isoformat(),
-            "photos": [
-                {
-                    "id": p.pk,
-                    # Served to those who may see the incident, never from MEDIA_URL (privacy).
-                    "url": reverse("photo-report", args=[p.pk]),
-                    "content_type": p.content_type,
-                    "width": p.width,
-                    "height": p.height,
-                    "size": p.size,
-                }
-                for p in r.photos.all()
-            ],
-        }
-        for r in incident.reports.select_related("category", "reporter").prefetch_related("photos")
-    ]
+    fresh = intake is not None and intake.created and intake.incident.pk == incident.pk
+    if intake is not None and fresh:
+        body["possible_duplicates"] = sorted(intake.duplicates)
+        body["reports"] = [_report_body(intake.report, intake.photos, clear)]
+    else:
+        body["possible_duplicates"] = sorted(incident.possible_duplicates.values_list("pk", flat=True))
+        body["reports"] = [
+            _report_body(r, r.photos.all(), clear)
+            for r in incident.reports.select_related("category", "reporter").prefetch_related("photos")
+        ]
     body["timeline"] = [
         {
             "at": t.at.isoformat(),
@@ -164,19 +180,23 @@ def incident_detail(incident: Incident, user: Any) -> dict[str, Any]:
         }
         for t in incident.timeline.select_related("actor")
     ]
-    body["pending_request"] = next(
-        (
-            {
-                "id": q.pk,
-                "kind": q.kind,
-                "minutes": q.minutes,
-                "reason": q.reason,
-                "requested_by": q.requested_by.username,
-                "requested_at": q.requested_at.isoformat(),
-            }
-            for q in incident.requests.filter(decided_at__isnull=True).select_related("requested_by")
-        ),
-        None,
+    body["pending_request"] = (
+        None
+        if fresh
+        else next(
+            (
+                {
+                    "id": q.pk,
+                    "kind": q.kind,
+                    "minutes": q.minutes,
+                    "reason": q.reason,
+                    "requested_by": q.requested_by.username,
+                    "requested_at": q.requested_at.isoformat(),
+                }
+                for q in incident.requests.filter(decided_at__isnull=True).select_related("requested_by")
+            ),
+            None,
+        )
     )
     body["allowed_actions"] = rules.allowed_actions(
         status=incident.status, role=getattr(user, "role", ""), suspended=incident.suspended_at is not None
@@ -263,7 +283,7 @@ class ReportCreateView(APIView):
         except OutsideTerritory as exc:
             nearest = {"code": exc.nearest_code, "name": exc.nearest_name, "distance_m": exc.distance_m}
             return error_response(422, str(exc), nearest_grid=nearest if exc.nearest_code else None)
-        body = incident_detail(result.incident, user)
+        body = incident_detail(result.incident, user, intake=result)
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 

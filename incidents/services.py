@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -94,6 +94,12 @@ class IntakeResult:
     report: Report
     created: bool
     duplicates: list[int] = field(default_factory=list)
+    photos: list[Photo] = field(default_factory=list)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time as the database gives it back (UTC), so an answer built from memory reads like a later GET."""
+    return moment.astimezone(UTC) if moment is not None and moment.tzinfo is not None else moment
 
 
 def _now() -> datetime:
@@ -182,6 +188,7 @@ def _report_submit(
     geo = geocode_point(lon=data.lon, lat=data.lat, crs=data.crs)
     now = _now()
     saved: list[str] = []
+    stored_photos: list[Photo] = []
     try:
         # Events first, then the audit rows, each written once at the end (see publish_batch).
         with transaction.atomic(), audit_batch(), publish_batch():
@@ -202,7 +209,7 @@ def _report_submit(
                 address=data.address,
                 reporter_name=data.reporter_name,
                 reporter_phone=data.reporter_phone,
-                occurred_at=data.occurred_at or now,
+                occurred_at=_utc(data.occurred_at) or now,
                 received_at=now,
             )
             names = list(photo_names) + [""] * (len(photos) - len(photo_names))
@@ -211,7 +218,7 @@ def _report_submit(
                     f"photos/{now:%Y/%m/%d}/{photo.sha256[:16]}.{photo.extension}", ContentFile(photo.content)
                 )
                 saved.append(name)
-                Photo.objects.create(
+                stored = Photo.objects.create(
                     report=report,
                     file=name,
                     content_type=photo.content_type,
@@ -222,6 +229,7 @@ def _report_submit(
                     original_name=original_name[:255],
                     location_stripped=photo.location_stripped,
                 )
+                stored_photos.append(stored)
             duplicates = _find_duplicates(incident)
             _record(
                 incident,
@@ -248,7 +256,7 @@ def _report_submit(
         for name in saved:
             default_storage.delete(name)
         raise
-    return IntakeResult(incident, report, created=True, duplicates=duplicates)
+    return IntakeResult(incident, report, created=True, duplicates=duplicates, photos=stored_photos)
 
 
 def _register_on_intake(incident: Incident, *, source: str) -> None:
@@ -305,7 +313,7 @@ def _open_incident(
         grid_code=codes["grid"],
         block_code=codes["block"] or "",
         geocode=geo,
-        occurred_at=data.occurred_at or now,
+        occurred_at=_utc(data.occurred_at) or now,
         reported_at=now,
         reported_by=reporter,
     )

@@ -268,3 +268,42 @@ def test_emergency_category_is_registered_and_dispatched_on_intake(client_for):
         DispatchOrder.objects.filter(incident_id=body["id"]).values_list("department__kind", flat=True)
     )
     assert kinds == {"police", "medical", "transport"}
+
+
+@pytest.mark.parametrize("category", ["UM04", "AC02"])  # AC02 is registered and dispatched on intake
+def test_the_answer_to_a_new_report_is_the_incident_detail_without_reading_back_the_report(
+    client_for, settings, tmp_path, category
+):
+    from django.db import connection
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    grid = first_grid_of("grid01")
+    client = client_for("grid01")
+    earlier = client.post(
+        "/api/v1/reports/",
+        _body(grid, category=category),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    files = [io.BytesIO(_jpeg(c)) for c in ("red", "blue")]
+    for n, f in enumerate(files):
+        f.name = f"IMG_{n}.jpg"
+    body = _body(grid, category=category)
+    body["photos"] = files
+    statements: list[str] = []
+
+    def log(execute, sql, params, many, context):  # (the request resets connection.queries)
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(log):
+        created = client.post("/api/v1/reports/", body, format="multipart", HTTP_IDEMPOTENCY_KEY="detail-1")
+    assert created.status_code == 201, created.content
+    answer = created.json()
+    assert earlier.json()["id"] in answer["possible_duplicates"]
+    assert len(answer["reports"]) == 1 and len(answer["reports"][0]["photos"]) == 2
+    # The same body as reading the incident afterwards, as the same user.
+    assert answer == client.get(f"/api/v1/incidents/{answer['id']}/").json()
+    reads = [q for q in statements if q.startswith("SELECT")]
+    assert any('FROM "incidents_incidentlogrecord"' in q for q in reads)  # the timeline is still read
+    assert not [q for q in reads if 'FROM "incidents_photo"' in q or 'FROM "incidents_incidentrequest"' in q]
