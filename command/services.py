@@ -33,7 +33,7 @@ from command.models import (
     UnitStatus,
     User,
 )
-from config.memo import memoised
+from config.memo import memo_scope, memoised
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import audience, deadlines, refcache
@@ -832,7 +832,12 @@ def _escalation_recipients(order: DispatchOrder) -> list[int]:
 
 def orders_tick(*, now: datetime | None = None) -> dict[str, int]:
     """Warn, escalate and re-escalate orders whose clocks have run; each step fires once per worker set."""
-    now = now or timezone.now()
+    # One memo scope for the tick: its events use the kept directory of recipients (one version read).
+    with memo_scope():
+        return _orders_tick(now or timezone.now())
+
+
+def _orders_tick(now: datetime) -> dict[str, int]:
     counts = {"warned": 0, "overdue": 0, "repeated": 0}
     active = [
         OrderStatus.ISSUED,

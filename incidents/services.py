@@ -962,8 +962,10 @@ def _enter_stage(incident: Incident, now: datetime) -> None:
 def deadlines_tick(*, now: datetime | None = None) -> tuple[int, int]:
     """Fire due-soon and overdue marks that have come due; each fires once even with several workers."""
     now = now or _now()
-    warned = _fire_marks(mark="warned_at", when="warn_at", action="due_soon", now=now)
-    overdue = _fire_marks(mark="overdue_at", when="due_at", action="overdue", now=now)
+    # One memo scope for the tick: its events use the kept directory of recipients (one version read).
+    with memo_scope():
+        warned = _fire_marks(mark="warned_at", when="warn_at", action="due_soon", now=now)
+        overdue = _fire_marks(mark="overdue_at", when="due_at", action="overdue", now=now)
     return warned, overdue
 
 

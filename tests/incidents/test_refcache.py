@@ -163,3 +163,30 @@ def test_dispatch_reads_no_reference_table_once_kept_and_sees_edits_of_many_to_m
         DispatchOrder.objects.filter(incident=incident).values_list("department__kind", flat=True)
     )
     assert "water" in departments
+
+
+def _directory_reads(queries: list[dict[str, str]]) -> int:
+    """Reads of the directory of recipients (each reads the grid workers' grids once)."""
+    return sum(
+        1 for q in queries if q["sql"].startswith("SELECT") and 'FROM "command_user_grids"' in q["sql"]
+    )
+
+
+def test_the_clock_ticks_read_the_directory_of_recipients_once_not_per_event(demo_city):
+    from command.models import DispatchOrder
+    from command.services import orders_tick
+    from incidents.services import deadlines_tick
+
+    refcache.forget_all()
+    incidents = [_fire_registered() for _ in range(3)]
+    later = max(o.due_at for o in DispatchOrder.objects.filter(incident__in=incidents)) + timedelta(days=30)
+    refcache.forget_all()
+    with CaptureQueriesContext(connection) as queries:
+        counts = orders_tick(now=later)
+    assert counts["warned"] >= 9 and counts["overdue"] >= 9, counts
+    assert _directory_reads(queries.captured_queries) <= 1, "one directory read for the whole tick"
+    refcache.forget_all()
+    with CaptureQueriesContext(connection) as queries:
+        warned, overdue = deadlines_tick(now=later)
+    assert warned + overdue >= 3
+    assert _directory_reads(queries.captured_queries) <= 1
