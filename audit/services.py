@@ -82,16 +82,22 @@ def audit_record(
     return record
 
 
+def _link(records: list[AuditRecord], seq: int, head_hash: str) -> tuple[int, str]:
+    """Number and hash records in order after the head (seq, hash); return the new head."""
+    for record in records:
+        record.seq, record.prev_hash = seq + 1, head_hash
+        record.hash = record_hash(record)
+        seq, head_hash = record.seq, record.hash
+    return seq, head_hash
+
+
 def _chain_and_write(records: list[AuditRecord]) -> None:
     """Link records onto the locked head in order, insert them, move the head."""
     if connection.vendor == "postgresql":
         _chain_and_write_postgresql(records)
         return
     head = _locked_head()
-    for record in records:
-        record.seq, record.prev_hash = head.seq + 1, head.hash
-        record.hash = record_hash(record)
-        head.seq, head.hash = record.seq, record.hash
+    head.seq, head.hash = _link(records, head.seq, head.hash)
     if len(records) == 1:
         records[0].save(force_insert=True)
     else:
@@ -114,10 +120,7 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
         seq, head_hash = head.seq, head.hash
     else:
         seq, head_hash = int(row[0]), str(row[1])
-    for record in records:
-        record.seq, record.prev_hash = seq + 1, head_hash
-        record.hash = record_hash(record)
-        seq, head_hash = record.seq, record.hash
+    seq, head_hash = _link(records, seq, head_hash)
     fields = [f for f in AuditRecord._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
     row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"

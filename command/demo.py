@@ -130,7 +130,7 @@ def demo_city_load(*, seed: int = 2026, grids: int = 2000, reset: bool = False) 
     _load_users(city, departments)
     _load_escalation()
     _load_units(city, departments, seed)
-    # Rules and policies went in by bulk_create (no signals): running processes re-read them.
+    # Rules, policies and users went in by bulk_create (no signals): running processes re-read them.
     reference_changed()
     return DemoSummary(True, seed, _counts(), Department.objects.count(), User.objects.count())
 

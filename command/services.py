@@ -33,7 +33,7 @@ from command.models import (
     UnitStatus,
     User,
 )
-from config.memo import memo_scope, memoised
+from config.memo import memo_scope
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import audience, deadlines, refcache
@@ -180,9 +180,7 @@ def department_of_kind_for(kind: str, incident: Incident) -> Department | None:
     codes = frozenset(c for c in incident.area_codes().values() if c)
     depth = {"district": 1, "street": 2, "community": 3, "grid": 4, "block": 4}
     best: tuple[tuple[int, str, int], Department] | None = None
-    for department_kind, layer, department in memoised(
-        ("jurisdictions", codes), lambda: _jurisdictions(codes)
-    ):
+    for department_kind, layer, department in _jurisdictions(codes):
         if department_kind != kind:
             continue
         key = (-depth.get(layer, 0), department.code, department.pk)

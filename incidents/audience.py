@@ -12,7 +12,6 @@ directory from the commit on. Code that edits users behind the ORM's back calls
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.contrib.auth import get_user_model
 
@@ -102,18 +101,6 @@ def department_recipients(department_id: int) -> list[int]:
 
 def connect_users() -> None:
     """Bump the reference data version when a user, or a user's grids, change (called in `ready`)."""
-    from django.db.models.signals import post_delete, post_save
-
     User = get_user_model()
-
-    def saved(sender: Any, update_fields: Any = None, using: str | None = None, **kwargs: Any) -> None:
-        if update_fields is not None and set(update_fields) <= IRRELEVANT_USER_FIELDS:
-            return
-        refcache.reference_changed(using=using or "default")
-
-    def deleted(sender: Any, using: str | None = None, **kwargs: Any) -> None:
-        refcache.reference_changed(using=using or "default")
-
-    post_save.connect(saved, sender=User, weak=False, dispatch_uid="audience_user_saved")
-    post_delete.connect(deleted, sender=User, weak=False, dispatch_uid="audience_user_deleted")
+    refcache.connect(User, ignore_fields=IRRELEVANT_USER_FIELDS)
     refcache.connect_m2m(User.grids.through)

@@ -138,10 +138,10 @@ class DeadlinePolicy(models.Model):
 class ReferenceVersion(models.Model):
     """One row counting edits of the reference data that each process keeps in memory.
 
-    Deadline policies and linkage rules are read on every intake and action; processes keep them and
-    re-read them when this number (or the territory data version) has moved. Saving or deleting a
-    policy, rule, category, grade, department or territory unit through the ORM (the admin, services)
-    bumps it in the same transaction (see incidents/refcache.py).
+    Deadline policies, linkage rules, categories, grades, jurisdictions and the directory of event
+    recipients are read on every intake and action; processes keep them and re-read them when this
+    number (or the territory data version) has moved. Saving or deleting one of those rows, or a user,
+    through the ORM (the admin, services) bumps it in the same transaction (see incidents/refcache.py).
     """
 
     version = models.PositiveBigIntegerField(default=0)

@@ -1,6 +1,7 @@
 """Reference data kept per process, re-read when its version moves.
 
-Every intake and action looks up the deadline policies and the linkage rules. Inside a service call
+Every intake and action looks up the deadline policies, the linkage rules, categories, grades, the
+departments' jurisdictions and who receives its events. Inside a service call
 (a memo scope, config/memo.py) the first lookup reads one row — the reference data version and the
 territory data version together — and the process's copy is used while both are unchanged. A save or
 delete of the underlying rows through the ORM bumps the version in the writer's transaction
@@ -78,14 +79,22 @@ def reference_changed(*, using: str = "default") -> None:
     forget_all()
 
 
-def connect(*models: type[Model]) -> None:
-    """Bump the version whenever one of `models` is saved or deleted through the ORM."""
+def connect(*models: type[Model], ignore_fields: frozenset[str] = frozenset()) -> None:
+    """Bump the version whenever one of `models` is saved or deleted through the ORM.
+
+    A save that names only `ignore_fields` in `update_fields` (a user's login, say) does not bump it.
+    """
     from django.db.models.signals import post_delete, post_save
 
+    def saved(sender: Any, update_fields: Any = None, **kwargs: Any) -> None:
+        if ignore_fields and update_fields is not None and set(update_fields) <= ignore_fields:
+            return
+        _receiver(sender, **kwargs)
+
     for model in models:
-        for name, signal in (("save", post_save), ("delete", post_delete)):
+        for name, signal, receiver in (("save", post_save, saved), ("delete", post_delete, _receiver)):
             signal.connect(
-                _receiver,
+                receiver,
                 sender=model,
                 weak=False,
                 dispatch_uid=f"reference_changed_{name}_{model._meta.label_lower}",

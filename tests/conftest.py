@@ -44,7 +44,7 @@ def _fresh_process_memories():
     """Forget per-process state keyed by row ids: a flushed database hands the same ids out again.
 
     (`command.warnings` remembers when it last evaluated each emerging rule; the token cache remembers
-    tokens; incidents.refcache keeps deadline policies and linkage rules under a version a flush resets.)
+    tokens; incidents.refcache keeps reference data and recipients under a version a flush resets.)
     Without this a test's new rule could inherit an earlier test's "evaluated a second ago".
     """
     from command import warnings
