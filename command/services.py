@@ -34,6 +34,7 @@ from command.models import (
     User,
 )
 from config.memo import memo_scope
+from config.rows import insert_rows
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import audience, deadlines, refcache
@@ -306,7 +307,7 @@ def incident_dispatch(
         _enter_order_stage(order, incident, now)
         created.append(order)
     # One INSERT for all the orders (PostgreSQL and SQLite return their ids), then their events in order.
-    DispatchOrder.objects.bulk_create(created)
+    insert_rows(created)
     for order in created:
         _order_event("order.created", order, action="issue")
     data = {

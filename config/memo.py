@@ -47,6 +47,13 @@ def memoised(key: Hashable, compute: Callable[[], T]) -> T:
     return value
 
 
+def remember(key: Hashable, value: Any) -> None:
+    """Give `key` its value for the rest of the scope (the caller read it already); no-op outside one."""
+    store = _store.get()
+    if store is not None:
+        store[key] = value
+
+
 def forget(kind: str) -> None:
     """Drop every value of a kind (keys `kind` or `(kind, …)`) after the service changed what it came from."""
     store = _store.get()

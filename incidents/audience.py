@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 
-from config.memo import memoised
+from config.memo import memoised, remember
 from incidents import refcache
 from incidents.models import Incident, Report
 
@@ -83,7 +84,12 @@ def incident_recipients(incident: Incident) -> list[int]:
         ids = set(people.centre)
         ids.update(people.by_grid.get(incident.grid_code, ()))
         # Reporters of merged-in duplicates follow the incident that now holds their report ("my reports").
-        reporters = set(Report.objects.filter(incident_id=incident.pk).values_list("reporter_id", flat=True))
+        reporters = set(
+            memoised(
+                (RECIPIENTS_MEMO, "reporters", incident.pk),
+                lambda: _reporters(incident.pk),
+            )
+        )
         if incident.reported_by_id:
             reporters.add(incident.reported_by_id)
         ids.update(reporters & people.active)
@@ -91,6 +97,23 @@ def incident_recipients(incident: Incident) -> list[int]:
 
     key = (RECIPIENTS_MEMO, incident.pk, incident.grid_code, incident.reported_by_id)
     return memoised(key, compute)
+
+
+def _reporters(incident_id: int) -> list[int]:
+    # Read at every action of the closed loop: one plain statement, not an ORM query built each time.
+    with connection.cursor() as cursor:
+        table = Report._meta.db_table
+        cursor.execute(f"SELECT reporter_id FROM {table} WHERE incident_id = %s", [incident_id])
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
+def remember_reporters(incident_id: int, reporter_ids: list[int]) -> None:
+    """The users whose reports the incident holds, as the caller just read or wrote them (spares the read).
+
+    For this service call only: the intake that made the incident's one report, or the action that read
+    them with the incident's locked row (a merge or split forgets them again with RECIPIENTS_MEMO).
+    """
+    remember((RECIPIENTS_MEMO, "reporters", incident_id), list(reporter_ids))
 
 
 def department_recipients(department_id: int) -> list[int]:

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
 from config.memo import forget, memo_scope
+from config.rows import insert_rows, lock_row
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, refcache, rules
 from incidents.models import (
@@ -231,6 +232,7 @@ def _report_submit(
                 )
                 stored_photos.append(stored)
             duplicates = _find_duplicates(incident)
+            audience.remember_reporters(incident.pk, [reporter.pk])  # the new incident's one report
             _record(
                 incident,
                 actor=reporter,
@@ -427,11 +429,7 @@ def _incident_act(
     incident_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]
 ) -> Incident:
     with transaction.atomic(), audit_batch(), publish_batch():
-        incident = (
-            Incident.objects.select_for_update(of=("self",))
-            .select_related("category", "category__parent", "grade")
-            .get(pk=incident_id)
-        )
+        incident = _locked_incident(incident_id)
         transition = rules.check(
             action=action,
             status=incident.status,
@@ -450,6 +448,31 @@ def _incident_act(
         for hook in AFTER_ACTION_HOOKS:
             hook(incident=incident, action=action, actor=actor, source=source)
         return incident
+
+
+def _categories_by_id() -> dict[int, Category]:
+    """Every category (active or not) by id, with its family (kept per process: refcache)."""
+
+    def read() -> dict[int, Category]:
+        return {c.pk: c for c in Category.objects.select_related("parent")}
+
+    return refcache.kept("categories_by_id", read)
+
+
+def _locked_incident(incident_id: int) -> Incident:
+    """The incident's row, locked in this transaction, with category, family and grade from the kept maps.
+
+    Reference rows come from refcache rather than a join, which keeps the lock a plain primary-key read.
+    """
+    incident = lock_row(Incident, incident_id)
+    category = _categories_by_id().get(incident.category_id)
+    if category is None:  # a category added a moment ago in another process
+        category = Category.objects.select_related("parent").get(pk=incident.category_id)
+    incident.category = category
+    if incident.grade_id is not None:
+        grade = next((g for g in _grades().values() if g.pk == incident.grade_id), None)
+        incident.grade = grade if grade is not None else Grade.objects.get(pk=incident.grade_id)
+    return incident
 
 
 def _transition(
@@ -920,11 +943,7 @@ def incident_system_transition(
 ) -> Incident | None:
     """Move an incident as its orders progress ("start_work", "mark_handled"); a no-op when not applicable."""
     transition = rules.SYSTEM_TRANSITIONS[action]
-    incident = (
-        Incident.objects.select_for_update(of=("self",))
-        .select_related("category", "grade")
-        .get(pk=incident_id)
-    )
+    incident = _locked_incident(incident_id)
     if incident.status not in transition.sources or transition.target is None:
         return None
     if handlers:
@@ -1031,7 +1050,7 @@ def _record(
     data: dict[str, Any] | None = None,
     event: str = "incident.updated",
 ) -> IncidentLogRecord:
-    record = IncidentLogRecord.objects.create(
+    record = IncidentLogRecord(
         incident=incident,
         at=_now(),
         actor=actor,
@@ -1043,6 +1062,7 @@ def _record(
         reason=reason,
         data=data or {},
     )
+    insert_rows([record])
     payload = incident_event_data(incident, None if event == "incident.created" else action)
     publish(name=event, data=payload, recipients=audience.incident_recipients(incident))
     # After publish: the audit chain's lock is always taken after the feed locks (no lock-order deadlock).

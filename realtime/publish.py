@@ -10,6 +10,7 @@ that missed a push resume from their last sequence number out of the database (s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -17,13 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.rows import insert_rows
 from realtime.events import check_event
 from realtime.groups import FANOUT_GROUP
-from realtime.loop import run_sync
+from realtime.loop import TIMEOUT_S, run_sync
 from realtime.models import Event, Feed, FeedEntry
 
 log = logging.getLogger(__name__)
@@ -96,9 +100,8 @@ def publish(*, name: str, data: dict[str, Any], recipients: Iterable[int]) -> in
 def _write_batch(pending: list[_Pending]) -> None:
     if not connection.in_atomic_block:
         raise RuntimeError("publish_batch() must end inside the transaction of the state change it reports")
-    events = Event.objects.bulk_create(
-        [Event(name=p.name, version=p.version, at=p.at, data=p.data) for p in pending]
-    )
+    events = [Event(name=p.name, version=p.version, at=p.at, data=p.data) for p in pending]
+    insert_rows(events)
     if connection.vendor != "postgresql" or any(e.pk is None for e in events):
         # SQLite: the per-event path (bulk_create gives ids there too, but the fan-out is per event).
         for event, item in zip(events, pending, strict=True):
@@ -270,8 +273,16 @@ def push_events(event_ids: list[int], *, ready: dict[int, dict[str, Any]] | None
         for message in messages:
             await layer.group_send(FANOUT_GROUP, message)
 
+    publisher = _blocking_publisher()
     try:
-        run_sync(send_all)
+        if publisher is not None:
+            client, channel = publisher
+            with client.pipeline(transaction=False) as pipe:
+                for message in messages:
+                    pipe.publish(channel, layer.serialize(message))
+                pipe.execute()
+        else:
+            run_sync(send_all)
     except Exception as exc:  # the database keeps them; the relay and client resume deliver them later
         log.warning("push of events %s failed, left for the relay: %s", sorted(by_id)[:5], exc)
         return 0
@@ -279,15 +290,50 @@ def push_events(event_ids: list[int], *, ready: dict[int, dict[str, Any]] | None
     return len(by_id)
 
 
+_PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+_publishers: dict[tuple[int, str, str], tuple[redis.Redis, str]] = {}
+
+
+def _blocking_publisher() -> tuple[redis.Redis, str] | None:
+    """A blocking Redis client and the fan-out group's pub/sub channel, for channels_redis's pub/sub layer.
+
+    That layer's group_send is one PUBLISH of the serialised message to "<prefix>__group__<group>"; doing
+    it from the calling thread, all of a transaction's messages in one round trip, spares the hop onto an
+    event loop and back per push (0.33 → 0.05 ms per message here). Any other layer or host form (a
+    Sentinel, several shards) goes through the layer's own group_send. The process's subscribers are the
+    layer's, so what arrives is exactly what group_send would have delivered (tests check it).
+    """
+    layers: dict[str, Any] = settings.CHANNEL_LAYERS
+    config: dict[str, Any] = layers.get("default", {})
+    options: dict[str, Any] = config.get("CONFIG", {})
+    hosts = options.get("hosts")
+    if config.get("BACKEND") != _PUBSUB_LAYER or not (
+        isinstance(hosts, list | tuple) and len(hosts) == 1 and isinstance(hosts[0], str)
+    ):
+        return None
+    url, prefix = hosts[0], str(options.get("prefix", "asgi"))
+    key = (os.getpid(), url, prefix)
+    found = _publishers.get(key)
+    if found is None:
+        # A hung Redis holds a request at most this long; the events then wait for the relay.
+        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=TIMEOUT_S)
+        found = _publishers[key] = (client, f"{prefix}__group__{FANOUT_GROUP}")
+    return found
+
+
 def _mark_published(event_ids: list[int]) -> None:
     if connection.vendor != "postgresql":
         Event.objects.filter(pk__in=event_ids, published_at__isnull=True).update(published_at=timezone.now())
         return
-    # After every committed state change: one prepared statement, whatever the number of events.
+    # After every committed state change: one prepared statement, whatever the number of events. The
+    # first push's time is kept by COALESCE rather than "AND published_at IS NULL": with that condition the
+    # prepared (generic) plan ANDed the primary key with the partial index of unpublished events, whose
+    # entries for rows published since the last VACUUM are all still there (0.7 ms at 14,000 events, and
+    # growing), where the primary key alone reads the few rows (0.04 ms).
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Event._meta.db_table} SET published_at = %s "
-            "WHERE id = ANY(%s::bigint[]) AND published_at IS NULL",
+            f"UPDATE {Event._meta.db_table} SET published_at = COALESCE(published_at, %s) "
+            "WHERE id = ANY(%s::bigint[])",
             [timezone.now(), event_ids],
         )
 

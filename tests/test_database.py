@@ -57,3 +57,37 @@ def test_the_duplicate_search_reads_the_point_index(demo_city):
         cursor.execute("EXPLAIN " + search)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "incidents_incident_point_gist" in plan, plan
+
+
+def test_the_published_mark_reads_the_primary_key_only():
+    """Marking pushed events published reads them by id, not through the partial index of unpublished ones.
+
+    That index keeps an entry for every event published since the last VACUUM: the prepared (generic) plan
+    of "... AND published_at IS NULL" ANDed it with the primary key and read all of them, after every
+    committed state change.
+    """
+    from django.utils import timezone
+
+    from realtime.models import Event
+    from realtime.publish import _mark_published
+
+    events = Event.objects.bulk_create(
+        [Event(name="warning.issued", version=1, at=timezone.now(), data={}) for _ in range(3000)]
+    )
+    ids = [e.pk for e in events]
+    for start in range(0, len(ids), 500):
+        _mark_published(ids[start : start + 500])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE realtime_event")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    for _ in range(6):  # prepared on the fifth run (prepare_threshold = 5)
+        _mark_published(ids[:3])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE %s", ["%SET published_at%"]
+        )
+        (name,) = cursor.fetchone()
+        cursor.execute(f"EXPLAIN EXECUTE {name}(now(), ARRAY[{ids[0]}, {ids[1]}]::bigint[])")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "realtime_event_pkey" in plan and "event_unpublished_idx" not in plan, plan
+    assert Event.objects.filter(pk__in=ids, published_at__isnull=True).count() == 0

@@ -1,0 +1,138 @@
+"""The service path's prepared row reads and writes (config/rows.py) and the incident's changed-column save."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from command.models import DispatchOrder, User
+from config.rows import insert_rows, lock_row
+from incidents.models import Incident, IncidentLogRecord, Source
+from incidents.services import incident_act
+from realtime.models import Event
+from tests.support.factories import report
+
+
+
+def _columns(obj: object, model: type) -> dict[str, object]:
+    return {f.attname: getattr(obj, f.attname) for f in model._meta.concrete_fields}
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_lock_row_reads_the_row_as_the_orm_does(demo_city):
+    incident = report()
+    with transaction.atomic():
+        locked = lock_row(Incident, incident.pk)
+    assert _columns(locked, Incident) == _columns(Incident.objects.get(pk=incident.pk), Incident)
+    assert isinstance(locked.geocode, dict) and locked.geocode["grid"]["code"] == incident.grid_code
+    assert locked.reported_at.tzinfo is not None and not locked._state.adding
+    with transaction.atomic(), pytest.raises(Incident.DoesNotExist):
+        lock_row(Incident, 10**12)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lock_row_holds_the_row_until_commit(demo_city):
+    incident = report()
+    held, checked = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def other() -> None:
+        assert held.wait(10)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM incidents_incident WHERE id = %s FOR UPDATE NOWAIT", [incident.pk])
+            seen.append("got it")
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+        finally:
+            connections.close_all()
+            checked.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with transaction.atomic():
+        lock_row(Incident, incident.pk)
+        held.set()
+        assert checked.wait(10)
+    thread.join(10)
+    assert seen == ["OperationalError"], "another transaction could not take the locked row"
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_insert_rows_writes_what_the_orm_would_and_sets_the_keys(demo_city):
+    incident = report()
+    operator = User.objects.get(username="operator")
+    now = timezone.now()
+    with transaction.atomic():
+        records = [
+            IncidentLogRecord(
+                incident=incident,
+                at=now,
+                actor=operator if n else None,
+                actor_role="operator" if n else "system",
+                source=Source.API,
+                action=f"note{n}",
+                data={"n": n, "text": "现场 \"引号\" 与 ' 撇号", "nested": [1, {"a": None}]},
+            )
+            for n in range(3)
+        ]
+        insert_rows(records)
+    assert all(r.pk is not None and not r._state.adding for r in records)
+    for record in records:
+        assert _columns(IncidentLogRecord.objects.get(pk=record.pk), IncidentLogRecord) == _columns(
+            record, IncidentLogRecord
+        )
+    with transaction.atomic():
+        event = Event(name="incident.updated", version=1, at=now, data={"id": incident.pk})
+        insert_rows([event])
+    assert Event.objects.get(pk=event.pk).data == {"id": incident.pk}
+    insert_rows([])  # nothing to write is fine
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_an_action_writes_only_the_incident_columns_it_changed(demo_city):
+    incident = report()
+    operator = User.objects.get(username="operator")
+    # Another writer changes a column the action does not touch, after the incident was read.
+    Incident.objects.filter(pk=incident.pk).update(evaluation_comment="written by someone else")
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    (update,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "incidents_incident"')]
+    assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+    assert '"status"' in assigned and '"updated_at"' in assigned
+    for untouched in ('"geocode"', '"description"', '"code"', '"evaluation_comment"', '"lon"'):
+        assert untouched not in assigned, update
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert fresh.status == "accepted" and fresh.evaluation_comment == "written by someone else"
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_a_change_made_inside_the_geocode_dict_is_saved(demo_city):
+    incident = Incident.objects.get(pk=report().pk)
+    incident.geocode["note"] = "changed in place"
+    incident.save()
+    assert Incident.objects.get(pk=incident.pk).geocode["note"] == "changed in place"
+    incident.save()  # nothing changed since: updated_at only, no error
+    assert Incident.objects.get(pk=incident.pk).geocode["note"] == "changed in place"
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_dispatch_through_the_prepared_rows_makes_three_orders(demo_city):
+    """report → accept → register of a fire: the orders inserted in one statement carry their keys."""
+    operator = User.objects.get(username="operator")
+    incident = report(category="AC01", description="厂房起火")
+    incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    incident_act(incident_id=incident.pk, actor=operator, action="register")
+    orders = list(DispatchOrder.objects.filter(incident=incident).order_by("pk"))
+    assert len(orders) == 3 and [o.role for o in orders].count("lead") == 1
+    created = Event.objects.filter(name="order.created", data__incident_id=incident.pk)
+    assert sorted(e.data["id"] for e in created) == [o.pk for o in orders]
