@@ -27,6 +27,8 @@ _lock = threading.Lock()
 _locking: dict[type[Model], tuple[str, list[str], dict[int, tuple[list[Callable[..., Any]], Any]], Any]] = {}
 # (model, rows) -> (SQL, fields inserted)
 _inserting: dict[tuple[type[Model], int], tuple[str, list[Any]]] = {}
+# (model, field names) -> (SQL, fields set)
+_updating: dict[tuple[type[Model], tuple[str, ...]], tuple[str, list[Any]]] = {}
 
 
 def _locking_plan(model: type[Model]) -> tuple[str, list[str], dict[int, tuple[list[Any], Any]], Any]:
@@ -100,3 +102,30 @@ def insert_rows(objs: Sequence[Model]) -> None:
     for obj, pk in zip(objs, ids, strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias
+
+
+def update_row(obj: Model, field_names: Sequence[str]) -> None:
+    """UPDATE the named fields of obj's row (as ``save(update_fields=...)`` writes them) in one statement."""
+    if connection.vendor != "postgresql":
+        obj.save(update_fields=list(field_names))
+        return
+    model, key = type(obj), tuple(field_names)
+    plan = _updating.get((model, key))
+    if plan is None:
+        meta = model._meta
+        by_name = {f.name: f for f in meta.concrete_fields}
+        fields = [by_name[name] for name in key]
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(str(f.column))} = %s" for f in fields)
+        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(str(meta.pk.column))} = %s"
+        plan = (sql, fields)
+        with _lock:
+            if len(_updating) < 256:
+                _updating[(model, key)] = plan
+    sql, fields = plan
+    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, obj.pk])
+        if cursor.rowcount != 1:
+            missing: type[Exception] = getattr(model, "DoesNotExist")  # noqa: B009
+            raise missing(f"{model.__name__} {obj.pk} was not there to update")

@@ -10,6 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from config.rows import update_row
+
 
 class Family(models.TextChoices):
     """The four national kinds of emergency, plus everyday urban management."""
@@ -257,7 +259,8 @@ class Incident(models.Model):
 
         Each step of the closed loop changes a handful of the incident's thirty columns: the UPDATE (and
         the Python that builds it) stays that small, and a column this transaction did not touch is
-        never written back over another's change.
+        never written back over another's change. No pre_save/post_save signal is sent for such a save
+        (config/rows.py; nothing listens to incidents' saves).
         """
         loaded: dict[str, Any] | None = getattr(self, "_loaded_values", None)
         if (
@@ -272,12 +275,23 @@ class Incident(models.Model):
                 for field in self._meta.concrete_fields
                 if field.attname not in loaded or getattr(self, field.attname) != loaded[field.attname]
             ]
-            kwargs["update_fields"] = [*[n for n in changed if n != "updated_at"], "updated_at"]
+            fields = [*[n for n in changed if n != "updated_at"], "updated_at"]
+            update_row(self, fields)  # what save(update_fields=fields) writes, without rebuilding its SQL
+            self.remember_stored()
+            return
         super().save(*args, **kwargs)
         if loaded is not None:
-            for field in self._meta.concrete_fields:
+            written = kwargs.get("update_fields")
+            self.remember_stored(None if written is None else set(written))
+
+    def remember_stored(self, names: set[str] | None = None) -> None:
+        """Take the current values (of the fields named, else all) as the row's, e.g. after config.rows."""
+        loaded: dict[str, Any] = getattr(self, "_loaded_values", None) or {}
+        for field in self._meta.concrete_fields:
+            if names is None or field.name in names or field.attname in names:
                 value = getattr(self, field.attname)
                 loaded[field.attname] = copy.deepcopy(value) if field.name == "geocode" else value
+        self._loaded_values = loaded
 
     @classmethod
     def from_db(cls, db: str | None, field_names: Any, values: Any, **kwargs: Any) -> Incident:
@@ -286,7 +300,7 @@ class Incident(models.Model):
         loaded = dict(zip(field_names, values, strict=True))
         if "geocode" in loaded:  # a dict: kept as a copy, so that a change made to it in place shows
             loaded["geocode"] = copy.deepcopy(loaded["geocode"])
-        instance._loaded_values = loaded  # type: ignore[attr-defined]
+        instance._loaded_values = loaded
         return instance
 
     def area_codes(self) -> dict[str, str]:

@@ -143,8 +143,14 @@ def request_fingerprint(data: ReportInput, photos: Sequence[CheckedPhoto]) -> st
 
 def _replay(reporter: Any, key: str, fingerprint: str) -> Report | None:
     # Nearly every key is new: ask the small question first, load the report only for a replay.
-    rows = Report.objects.filter(reporter=reporter, idempotency_key=key).values_list("pk", "request_hash")
-    row = next(iter(rows[:1]), None)
+    # A plain statement: the ORM would build this query anew for every report.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, request_hash FROM {Report._meta.db_table} "
+            "WHERE reporter_id = %s AND idempotency_key = %s LIMIT 1",
+            [reporter.pk, key],
+        )
+        row = cursor.fetchone()
     if row is None:
         return None
     if row[1] != fingerprint:
@@ -194,7 +200,7 @@ def _report_submit(
         # Events first, then the audit rows, each written once at the end (see publish_batch).
         with transaction.atomic(), audit_batch(), publish_batch():
             incident = _open_incident(category=category, data=data, geo=geo, reporter=reporter, now=now)
-            report = Report.objects.create(
+            report = Report(
                 incident=incident,
                 reporter=reporter,
                 idempotency_key=idempotency_key or "",
@@ -213,6 +219,7 @@ def _report_submit(
                 occurred_at=_utc(data.occurred_at) or now,
                 received_at=now,
             )
+            insert_rows([report])
             names = list(photo_names) + [""] * (len(photos) - len(photo_names))
             for photo, original_name in zip(photos, names, strict=True):
                 name = default_storage.save(
@@ -320,7 +327,8 @@ def _open_incident(
         reported_by=reporter,
     )
     _enter_stage(incident, now)  # the first stage's clock, set before the one INSERT
-    incident.save(force_insert=True)
+    insert_rows([incident])
+    incident.remember_stored()  # a transition in this transaction (registered on intake) writes its changes
     return incident
 
 

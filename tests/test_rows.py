@@ -1,4 +1,4 @@
-"""The service path's prepared row reads and writes (config/rows.py) and the incident's changed-column save."""
+"""The service path's prepared row reads and writes (config/rows.py), the incident's changed-column save."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from django.db import connection, connections, transaction
+from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -17,8 +18,7 @@ from realtime.models import Event
 from tests.support.factories import report
 
 
-
-def _columns(obj: object, model: type) -> dict[str, object]:
+def _columns(obj: object, model: type[Model]) -> dict[str, object]:
     return {f.attname: getattr(obj, f.attname) for f in model._meta.concrete_fields}
 
 
@@ -45,7 +45,9 @@ def test_lock_row_holds_the_row_until_commit(demo_city):
         assert held.wait(10)
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM incidents_incident WHERE id = %s FOR UPDATE NOWAIT", [incident.pk])
+                cursor.execute(
+                    "SELECT 1 FROM incidents_incident WHERE id = %s FOR UPDATE NOWAIT", [incident.pk]
+                )
             seen.append("got it")
         except Exception as exc:
             seen.append(type(exc).__name__)
@@ -78,7 +80,7 @@ def test_insert_rows_writes_what_the_orm_would_and_sets_the_keys(demo_city):
                 actor_role="operator" if n else "system",
                 source=Source.API,
                 action=f"note{n}",
-                data={"n": n, "text": "现场 \"引号\" 与 ' 撇号", "nested": [1, {"a": None}]},
+                data={"n": n, "text": '现场 "引号" 与 \' 撇号', "nested": [1, {"a": None}]},
             )
             for n in range(3)
         ]
@@ -104,7 +106,9 @@ def test_an_action_writes_only_the_incident_columns_it_changed(demo_city):
     Incident.objects.filter(pk=incident.pk).update(evaluation_comment="written by someone else")
     with CaptureQueriesContext(connection) as queries:
         incident_act(incident_id=incident.pk, actor=operator, action="accept")
-    (update,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "incidents_incident"')]
+    (update,) = [
+        q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "incidents_incident"')
+    ]
     assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
     assert '"status"' in assigned and '"updated_at"' in assigned
     for untouched in ('"geocode"', '"description"', '"code"', '"evaluation_comment"', '"lon"'):
