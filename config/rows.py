@@ -14,7 +14,8 @@ PostgreSQL they are the ORM calls themselves.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.db import connection
@@ -129,3 +130,23 @@ def update_row(obj: Model, field_names: Sequence[str]) -> None:
         if cursor.rowcount != 1:
             missing: type[Exception] = getattr(model, "DoesNotExist")  # noqa: B009
             raise missing(f"{model.__name__} {obj.pk} was not there to update")
+
+
+@contextmanager
+def planned_per_call() -> Iterator[None]:
+    """Statements run inside are planned for their values each time, never as a prepared generic plan.
+
+    For a query whose best plan depends on its values: the duplicate search's box and point ordered by
+    the GiST index ran 0.3 ms with a plan for its values, 8.5 ms with the generic plan PostgreSQL chose
+    once psycopg had prepared it (DB_PREPARED_STATEMENTS, prepared on the fifth run).
+    """
+    raw = getattr(connection, "connection", None)
+    if connection.vendor != "postgresql" or raw is None or not hasattr(raw, "prepare_threshold"):
+        yield
+        return
+    saved = raw.prepare_threshold
+    raw.prepare_threshold = None
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = saved

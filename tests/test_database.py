@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from incidents.models import Incident
 from incidents.services import incident_act
 from tests.support.factories import report
 
@@ -91,3 +92,31 @@ def test_the_published_mark_reads_the_primary_key_only():
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "realtime_event_pkey" in plan and "event_unpublished_idx" not in plan, plan
     assert Event.objects.filter(pk__in=ids, published_at__isnull=True).count() == 0
+
+
+def test_a_storm_at_one_spot_links_the_nearest_reports_read_in_index_order(demo_city):
+    """Fifty open incidents near a spot: the new report links the 20 nearest, found by the index's order."""
+    import uuid
+
+    from django.test.utils import CaptureQueriesContext
+
+    from command.models import User
+    from incidents.services import ReportInput, report_submit
+    from tests.support.factories import first_grid_of, point_in
+
+    reporter = User.objects.get(username="grid01")
+    lon, lat = point_in(first_grid_of("grid01"))
+
+    def at(metres_north: float) -> Incident:
+        data = ReportInput(category="UM02", description="积水", lon=lon, lat=lat + metres_north / 111_000)
+        return report_submit(reporter=reporter, data=data, idempotency_key=uuid.uuid4().hex).incident
+
+    by_distance = [at(1.5 * (n + 1)) for n in range(50)]  # 1.5 m … 75 m north, all within 100 m
+    threshold = connection.connection.prepare_threshold
+    with CaptureQueriesContext(connection) as queries:
+        newest = at(0.0)
+    assert connection.connection.prepare_threshold == threshold, "restored after the search"
+    (search,) = [q["sql"] for q in queries.captured_queries if "<@ box(" in q["sql"]]
+    assert "<->" in search and "LIMIT 40" in search, search
+    linked = set(newest.possible_duplicates.values_list("pk", flat=True))
+    assert linked == {i.pk for i in by_distance[:20]}
