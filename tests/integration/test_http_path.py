@@ -100,3 +100,35 @@ def test_streamed_export_health_and_writes_through_daphne(tmp_path: Path, demo_c
         assert status == 201, created
         status, body, _ = _get(server.url + f"/api/v1/incidents/{created['id']}/", token)
         assert status == 200 and json.loads(body)["id"] == created["id"]
+
+
+def test_requests_share_the_caches_redis_connections(tmp_path: Path, demo_city: Any) -> None:
+    """Reports are rate-limited through Redis on every request: one pool, not a connection a request."""
+    import redis
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.fail("this test needs Redis (the embedded run selects only tests marked embedded)")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    lon, lat = point_in(first_grid_of("grid01"))
+
+    def received() -> int:
+        return int(client.info("stats")["total_connections_received"])
+
+    def report(token: str) -> int:
+        body = {"category": "UM02", "description": "限流计数", "lon": lon, "lat": lat}
+        return api(
+            server.url, "POST", "/api/v1/reports/", token, body, {"Idempotency-Key": uuid.uuid4().hex}
+        )[0]
+
+    with daphne(tmp_path) as server:
+        token = token_for(server.url, "grid01")
+        for _ in range(3):  # the process's own connections (cache, channel layer, hub) are made by now
+            assert report(token) == 201
+        before = received()
+        for _ in range(30):
+            assert report(token) == 201
+        opened = received() - before
+    client.close()
+    # Other test workers share this Redis server: allow a few of theirs, never one per request.
+    assert opened <= 10, f"{opened} new Redis connections for 30 reports"
