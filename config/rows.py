@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from django.db import connection
 from django.db.models import Model
+from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
 
@@ -50,6 +51,8 @@ def lock_row(model: type[M], pk: int) -> M:
     """The row `pk` of model, locked FOR UPDATE in the current transaction (DoesNotExist if none)."""
     if connection.vendor != "postgresql":
         return model._default_manager.select_for_update().get(pk=pk)
+    if connection.get_autocommit():  # as the ORM refuses it: a lock outside a transaction holds nothing
+        raise TransactionManagementError("lock_row cannot be used outside of a transaction.")
     sql, names, converters, compiler = _locking_plan(model)
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk])
@@ -86,6 +89,8 @@ def insert_rows(objs: Sequence[Model]) -> None:
     """INSERT objs (new, of one model, with no primary key yet) in one statement; set their primary keys."""
     if not objs:
         return
+    if any(obj.pk is not None for obj in objs):
+        raise ValueError("insert_rows writes new rows: their primary keys are the database's to give")
     model = type(objs[0])
     if connection.vendor != "postgresql":
         if len(objs) == 1:

@@ -263,17 +263,13 @@ class Incident(models.Model):
         (config/rows.py; nothing listens to incidents' saves).
         """
         loaded: dict[str, Any] | None = getattr(self, "_loaded_values", None)
-        if (
-            loaded is not None
-            and not args
-            and kwargs.get("update_fields") is None
-            and not kwargs.get("force_insert")
-            and not self._state.adding
-        ):
+        if loaded is not None and not args and not kwargs and not self._state.adding:
+            deferred = self.get_deferred_fields()  # as Django's save: columns never read are not written
             changed = [
                 field.name
                 for field in self._meta.concrete_fields
-                if field.attname not in loaded or getattr(self, field.attname) != loaded[field.attname]
+                if field.attname not in deferred
+                and (field.attname not in loaded or getattr(self, field.attname) != loaded[field.attname])
             ]
             fields = [*[n for n in changed if n != "updated_at"], "updated_at"]
             update_row(self, fields)  # what save(update_fields=fields) writes, without rebuilding its SQL
@@ -287,7 +283,10 @@ class Incident(models.Model):
     def remember_stored(self, names: set[str] | None = None) -> None:
         """Take the current values (of the fields named, else all) as the row's, e.g. after config.rows."""
         loaded: dict[str, Any] = getattr(self, "_loaded_values", None) or {}
+        deferred = self.get_deferred_fields()
         for field in self._meta.concrete_fields:
+            if field.attname in deferred:
+                continue
             if names is None or field.name in names or field.attname in names:
                 value = getattr(self, field.attname)
                 loaded[field.attname] = copy.deepcopy(value) if field.name == "geocode" else value

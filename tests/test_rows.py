@@ -140,3 +140,26 @@ def test_dispatch_through_the_prepared_rows_makes_three_orders(demo_city):
     assert len(orders) == 3 and [o.role for o in orders].count("lead") == 1
     created = Event.objects.filter(name="order.created", data__incident_id=incident.pk)
     assert sorted(e.data["id"] for e in created) == [o.pk for o in orders]
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_a_partly_read_incident_saves_what_it_read_and_changed(demo_city):
+    incident = report()
+    partial = Incident.objects.only("id", "status", "updated_at").get(pk=incident.pk)
+    partial.status = "accepted"
+    partial.save()  # writes status (and updated_at), does not read or write the columns never read
+    assert partial.get_deferred_fields()
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert fresh.status == "accepted" and fresh.description == incident.description
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_rows_refuse_what_the_orm_refuses(demo_city):
+    from django.db.transaction import TransactionManagementError
+
+    incident = report()
+    with pytest.raises(TransactionManagementError):
+        lock_row(Incident, incident.pk)  # outside a transaction: a lock would hold nothing
+    with pytest.raises(ValueError, match="primary keys"):
+        insert_rows([Event(pk=1, name="incident.updated", version=1, at=timezone.now(), data={})])
