@@ -237,12 +237,20 @@ _HOLD_IDLE = """
 import asyncio, json, sys
 from websockets.asyncio.client import connect
 
-async def one(url, ticket, ready):
-    async with connect(url, max_size=2**22, open_timeout=60, ping_interval=None) as ws:
+async def one(url, ticket, connected):
+    for attempt in range(3):
+        try:
+            ws = await connect(url, max_size=2**22, open_timeout=60, ping_interval=None)
+            break
+        except (OSError, TimeoutError):
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
+    async with ws:
         await ws.send(json.dumps({"type": "auth", "ticket": ticket}))
         welcome = json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "hello", "resume_from": welcome["head"]}))
-        ready()
+        connected.set_result(None)
         async for raw in ws:
             message = json.loads(raw)
             if message.get("type") == "event":
@@ -250,13 +258,24 @@ async def one(url, ticket, ready):
 
 async def main():
     jobs = json.load(open(sys.argv[1]))
-    count = [0]
-    def ready():
-        count[0] += 1
-        if count[0] == len(jobs):
-            print("ready", flush=True)
-    tasks = [asyncio.ensure_future(one(url, ticket, ready)) for url, ticket in jobs]
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes stdin
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for start in range(0, len(jobs), 200):  # a batch at a time, as a crowd of phones would not all at once
+        batch = [loop.create_future() for _ in jobs[start : start + 200]]
+        pairs = zip(jobs[start : start + 200], batch)
+        tasks += [asyncio.ensure_future(one(url, ticket, f)) for (url, ticket), f in pairs]
+        deadline = loop.time() + 120
+        while not all(f.done() for f in batch) and loop.time() < deadline:
+            ended = [t for t in tasks if t.done()]  # a client task only ends by failing
+            if ended:
+                print("failed", repr(ended[0].exception()), flush=True)
+                return
+            await asyncio.sleep(0.05)
+        if not all(f.done() for f in batch):
+            print("failed: timeout", flush=True)
+            return
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)  # until the bench closes stdin
     for task in tasks:
         task.cancel()
 
