@@ -37,15 +37,17 @@ def test_the_service_path_runs_on_prepared_statements(demo_city):
 
 
 def test_the_duplicate_search_reads_the_point_index(demo_city):
-    """The intake's duplicate search asks the GiST index on point(lon, lat) for the rows near the report.
+    """The intake's duplicate search asks the GiST index on (point, reported_at) for the rows near and recent.
 
-    Without it PostgreSQL read every incident of the family reported in the window (thousands in a storm).
+    Without it PostgreSQL read every incident of the family reported in the window (thousands in a storm),
+    or, with the point alone, every incident ever reported near the point.
     """
     from django.test.utils import CaptureQueriesContext
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'incidents_incident_point_gist'")
-        assert cursor.fetchone() is not None
+        # Point and time in one GiST index (migration 0006, btree_gist), in place of the point-only one.
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'incidents_incident_point%'")
+        assert [row[0] for row in cursor.fetchall()] == ["incidents_incident_point_time_gist"]
     report(), report()
     with CaptureQueriesContext(connection) as queries:
         third = report()
@@ -57,7 +59,12 @@ def test_the_duplicate_search_reads_the_point_index(demo_city):
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("EXPLAIN " + search)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "incidents_incident_point_gist" in plan, plan
+    assert "incidents_incident_point_time_gist" in plan, plan
+    # Both conditions are answered by the index: near the point and in the window.
+    lines = plan.splitlines()
+    scan = next(i for i, line in enumerate(lines) if "incidents_incident_point_time_gist" in line)
+    condition = next(line for line in lines[scan:] if "Index Cond" in line)
+    assert "<@" in condition and "reported_at" in condition, plan
 
 
 def test_the_published_mark_reads_the_primary_key_only():
