@@ -42,6 +42,19 @@ DB_NAME = "bench_dispatch"
 CITY_BOUNDS = (113.85, 22.50, 114.25, 22.70)
 
 
+def _cpu_probe() -> float:
+    """Milliseconds for a fixed piece of pure-Python work (JSON round trips): how fast the machine runs
+    Python at the moment. This machine's speed moves by up to 2x over an hour (a shared host); the figures
+    of runs with different probes are not comparable, whatever their database round trips say."""
+    import json
+
+    document = {"id": 1, "items": [{"code": f"4403{i:06d}", "name": "网格", "ok": True} for i in range(50)]}
+    started = time.perf_counter()
+    for _ in range(2000):
+        json.loads(json.dumps(document))
+    return (time.perf_counter() - started) * 1000
+
+
 def _verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
@@ -502,13 +515,15 @@ def main() -> None:
         t0 = time.perf_counter()
         demo_city_load(seed=2026, grids=2000)
         print(f"demo city loaded in {time.perf_counter() - t0:.1f} s")
-        # Other work on the machine moves every figure: say how busy it was.
+        # Other work on the machine moves every figure: say how busy it was, and how fast it ran Python.
         print("load average (1, 5, 15 min) at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        print(f"CPU probe at start (fixed pure-Python work, lower is faster): {_cpu_probe():.0f} ms")
         if args.only != "recommend":
             bench_dispatch(args.samples, warmup=20)
         if args.only != "dispatch":
             bench_recommend(args.units, args.samples, args.naive_requests, args.scipy_requests)
         print("load average (1, 5, 15 min) at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        print(f"CPU probe at end: {_cpu_probe():.0f} ms")
     finally:
         if args.keep_db:
             print(f"kept database {DB_NAME}")
