@@ -42,17 +42,24 @@ DB_NAME = "bench_dispatch"
 CITY_BOUNDS = (113.85, 22.50, 114.25, 22.70)
 
 
-def _cpu_probe() -> float:
-    """Milliseconds for a fixed piece of pure-Python work (JSON round trips): how fast the machine runs
-    Python at the moment. This machine's speed moves by up to 2x over an hour (a shared host); the figures
-    of runs with different probes are not comparable, whatever their database round trips say."""
-    import json
+_PROBE = """
+import json, time
+document = {"id": 1, "items": [{"code": f"4403{i:06d}", "name": "网格", "ok": True} for i in range(50)]}
+started = time.perf_counter()
+for _ in range(2000):
+    json.loads(json.dumps(document))
+print((time.perf_counter() - started) * 1000)
+"""
 
-    document = {"id": 1, "items": [{"code": f"4403{i:06d}", "name": "网格", "ok": True} for i in range(50)]}
-    started = time.perf_counter()
-    for _ in range(2000):
-        json.loads(json.dumps(document))
-    return (time.perf_counter() - started) * 1000
+
+def _cpu_probe() -> float:
+    """Milliseconds for a fixed piece of pure-Python work in a new interpreter: how fast the machine runs
+    Python at the moment (in this process a garbage collection of its large heap could fall inside it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
 
 
 def _verdict(ok: bool) -> str:
