@@ -25,25 +25,31 @@ from django.db.transaction import TransactionManagementError
 M = TypeVar("M", bound=Model)
 
 _lock = threading.Lock()
-# model -> (SQL, attnames in select order, converters by column position, the compiler that applies them)
-_locking: dict[type[Model], tuple[str, list[str], dict[int, tuple[list[Callable[..., Any]], Any]], Any]] = {}
+# (model, extra SQL) -> (SQL, attnames in select order, converters by column position, their compiler)
+_locking: dict[
+    tuple[type[Model], str], tuple[str, list[str], dict[int, tuple[list[Callable[..., Any]], Any]], Any]
+] = {}
 # (model, rows) -> (SQL, fields inserted)
 _inserting: dict[tuple[type[Model], int], tuple[str, list[Any]]] = {}
 # (model, field names) -> (SQL, fields set)
 _updating: dict[tuple[type[Model], tuple[str, ...]], tuple[str, list[Any]]] = {}
 
 
-def _locking_plan(model: type[Model]) -> tuple[str, list[str], dict[int, tuple[list[Any], Any]], Any]:
-    plan = _locking.get(model)
+def _locking_plan(
+    model: type[Model], extra: str = ""
+) -> tuple[str, list[str], dict[int, tuple[list[Any], Any]], Any]:
+    plan = _locking.get((model, extra))
     if plan is None:
         query = model._default_manager.select_for_update().filter(pk=0).query
         compiler = query.get_compiler(connection.alias)
         sql, _params = compiler.as_sql()  # the one parameter is the primary key
         names = [column.target.attname for column, _sql, _alias in compiler.select]
         converters = compiler.get_converters([column for column, _sql, _alias in compiler.select])
+        if extra:  # one more value after the model's columns (the first FROM is the table's)
+            sql = sql.replace(" FROM ", f", {extra} FROM ", 1)
         plan = (sql, names, converters, compiler)
         with _lock:
-            _locking[model] = plan
+            _locking[(model, extra)] = plan
     return plan
 
 
@@ -51,19 +57,29 @@ def lock_row(model: type[M], pk: int) -> M:
     """The row `pk` of model, locked FOR UPDATE in the current transaction (DoesNotExist if none)."""
     if connection.vendor != "postgresql":
         return model._default_manager.select_for_update().get(pk=pk)
+    return lock_row_with(model, pk, "")[0]
+
+
+def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, Any]:
+    """`lock_row` (PostgreSQL), and the value of the SQL expression `extra` for the row in the same trip.
+
+    extra is SQL of ours (a constant per call site, never user input), e.g. a correlated ARRAY(...).
+    """
     if connection.get_autocommit():  # as the ORM refuses it: a lock outside a transaction holds nothing
         raise TransactionManagementError("lock_row cannot be used outside of a transaction.")
-    sql, names, converters, compiler = _locking_plan(model)
+    sql, names, converters, compiler = _locking_plan(model, extra)
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk])
         row = cursor.fetchone()
     if row is None:
         missing: type[Exception] = getattr(model, "DoesNotExist")  # noqa: B009 (set on every concrete model)
         raise missing(f"{model.__name__} matching query does not exist.")
+    value = row[-1] if extra else None
+    row = row[: len(names)]
     if converters:
         row = next(iter(compiler.apply_converters([row], converters)))
     instance: M = model.from_db(connection.alias, names, row)
-    return instance
+    return instance, value
 
 
 def _insert_plan(model: type[Model], rows: int) -> tuple[str, list[Any]]:

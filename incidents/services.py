@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
 from config.memo import forget, memo_scope
-from config.rows import insert_rows, lock_row, planned_per_call
+from config.rows import insert_rows, lock_row, lock_row_with, planned_per_call
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, refcache, rules
 from incidents.models import (
@@ -483,7 +483,14 @@ def _locked_incident(incident_id: int) -> Incident:
 
     Reference rows come from refcache rather than a join, which keeps the lock a plain primary-key read.
     """
-    incident = lock_row(Incident, incident_id)
+    if connection.vendor == "postgresql":
+        # Who reported it comes with the row (its events go to them): one round trip instead of two.
+        table, reports = Incident._meta.db_table, Report._meta.db_table
+        reporters = f"ARRAY(SELECT reporter_id FROM {reports} WHERE incident_id = {table}.id)"
+        incident, reporter_ids = lock_row_with(Incident, incident_id, reporters)
+        audience.remember_reporters(incident.pk, [int(r) for r in reporter_ids])
+    else:
+        incident = lock_row(Incident, incident_id)
     category = _categories_by_id().get(incident.category_id)
     if category is None:  # a category added a moment ago in another process
         category = Category.objects.select_related("parent").get(pk=incident.category_id)

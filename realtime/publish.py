@@ -119,15 +119,21 @@ def _write_batch(pending: list[_Pending]) -> None:
     everyone = sorted(set(users))
     feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
-            "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
-            [everyone],
+        # Lock the feed heads in the same fixed order as a single event's fan-out, so the two cannot
+        # deadlock. Nearly always every recipient has a feed already: one statement; a newcomer's feed is
+        # created first (then all are locked again, in order).
+        lock = (
+            f"WITH locked AS (SELECT user_id FROM {feed} WHERE user_id = ANY(%s) "
+            "ORDER BY user_id FOR UPDATE) SELECT count(*) FROM locked"
         )
-        # The same fixed lock order as a single event's fan-out, so the two cannot deadlock.
-        cursor.execute(
-            f"SELECT 1 FROM {feed} WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE", [everyone]
-        )
+        cursor.execute(lock, [everyone])
+        if int(cursor.fetchone()[0]) < len(everyone):
+            cursor.execute(
+                f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
+                "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
+                [everyone],
+            )
+            cursor.execute(lock, [everyone])
         # Each recipient's events take consecutive sequence numbers in event order.
         cursor.execute(
             "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, event_id)), "

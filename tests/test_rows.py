@@ -163,3 +163,23 @@ def test_the_prepared_rows_refuse_what_the_orm_refuses(demo_city):
         lock_row(Incident, incident.pk)  # outside a transaction: a lock would hold nothing
     with pytest.raises(ValueError, match="primary keys"):
         insert_rows([Event(pk=1, name="incident.updated", version=1, at=timezone.now(), data={})])
+
+
+@pytest.mark.django_db
+def test_an_action_reads_its_incident_and_reporters_in_one_statement(demo_city):
+    from config.rows import lock_row_with
+    from incidents.models import Report
+
+    incident = report()
+    with transaction.atomic():
+        locked, reporters = lock_row_with(
+            Incident,
+            incident.pk,
+            "ARRAY(SELECT reporter_id FROM incidents_report WHERE incident_id = incidents_incident.id)",
+        )
+    assert locked.pk == incident.pk and reporters == [Report.objects.get(incident=incident).reporter_id]
+    operator = User.objects.get(username="operator")
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    reads = [q["sql"] for q in queries.captured_queries if "incidents_report" in q["sql"]]
+    assert len(reads) == 1 and "FOR UPDATE" in reads[0], reads
