@@ -12,7 +12,7 @@ from audit.models import AuditRecord
 from audit.services import audit_batch, audit_record
 from audit.verify import verify_chain
 from command.models import User
-from realtime.models import Event, FeedEntry
+from realtime.models import Event, Feed, FeedEntry
 from realtime.publish import publish, publish_batch
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -33,6 +33,8 @@ def _data(i: int) -> dict[str, object]:
 def test_a_batch_gives_each_recipient_consecutive_sequence_numbers_in_publish_order(demo_city):
     users = list(User.objects.order_by("pk").values_list("pk", flat=True)[:6])
     a, b, c = users[:2], users[2:4], users[4:]
+    for user in users:  # recipients who have had events before (the common case)
+        Feed.objects.get_or_create(user_id=user)
     before = {u: FeedEntry.objects.filter(user_id=u).count() for u in users}
     with CaptureQueriesContext(connection) as batched, transaction.atomic(), publish_batch():
         assert publish(name="order.created", data=_data(0), recipients=a + b) is None
@@ -52,11 +54,29 @@ def test_a_batch_gives_each_recipient_consecutive_sequence_numbers_in_publish_or
         assert seqs[0] == (entries[before[user] - 1][0] + 1 if before[user] else 1), (
             "no gap after the old head"
         )
-    # One by one, the same three events take four statements each; the batch writes them with four.
+    # One by one, the same three events take four statements each; the batch writes them with three (the
+    # events; the feed heads locked; sequence numbers and feed entries) when every recipient has a feed.
     sqls = [q["sql"] for q in batched.captured_queries]
     inside = sqls[sqls.index("BEGIN") + 1 : sqls.index("COMMIT")]
     writes = [sql for sql in inside if not sql.startswith('SELECT 1 AS "a"')]
-    assert len(writes) == 4, writes
+    assert len(writes) == 3, writes
+
+
+def test_a_batch_to_a_newcomer_creates_the_feed_and_numbers_from_one(demo_city):
+    newcomer, old_hand = list(User.objects.order_by("pk").values_list("pk", flat=True)[:2])
+    Feed.objects.filter(user_id=newcomer).delete()
+    Feed.objects.get_or_create(user_id=old_hand)
+    FeedEntry.objects.filter(user_id=newcomer).delete()
+    with CaptureQueriesContext(connection) as batched, transaction.atomic(), publish_batch():
+        publish(name="order.created", data=_data(0), recipients=[newcomer, old_hand])
+        publish(name="order.created", data=_data(1), recipients=[newcomer])
+    entries = FeedEntry.objects.filter(user_id=newcomer).order_by("seq")
+    assert list(entries.values_list("seq", flat=True)) == [1, 2]
+    assert Feed.objects.get(user_id=newcomer).last_seq == 2
+    sqls = [q["sql"] for q in batched.captured_queries]
+    inside = sqls[sqls.index("BEGIN") + 1 : sqls.index("COMMIT")]
+    # The events; the lock finds one feed short; the feed created; all locked again; the numbers.
+    assert len([sql for sql in inside if not sql.startswith('SELECT 1 AS "a"')]) == 5, inside
 
 
 def test_an_exception_discards_the_batch():
