@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from audit.chain import canonical_json, record_hash
 from audit.models import GENESIS_HASH, AuditHead, AuditRecord
+from config.rows import insert_params, insert_plan, inserted
 
 SOURCES = ("web", "api", "websocket", "system", "admin", "cli")
 
@@ -121,23 +122,13 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
     else:
         seq, head_hash = int(row[0]), str(row[1])
     seq, head_hash = _link(records, seq, head_hash)
-    fields = [f for f in AuditRecord._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    row_marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params: list[Any] = [seq, head_hash]
-    for record in records:
-        params.extend(f.get_db_prep_save(getattr(record, f.attname), connection) for f in fields)
-    table = connection.ops.quote_name(AuditRecord._meta.db_table)
+    insert, fields = insert_plan(AuditRecord, len(records))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH moved AS (UPDATE {head_table} SET seq = %s, hash = %s WHERE id = 1) "
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_marks] * len(records))} RETURNING id",
-            params,
+            f"WITH moved AS (UPDATE {head_table} SET seq = %s, hash = %s WHERE id = 1) {insert}",
+            [seq, head_hash, *insert_params(records, fields)],
         )
-        ids = [int(r[0]) for r in cursor.fetchall()]
-    for record, pk in zip(records, ids, strict=True):
-        record.pk = pk
-        record._state.adding, record._state.db = False, connection.alias
+        inserted(records, [int(r[0]) for r in cursor.fetchall()])
 
 
 _deferred: ContextVar[list[AuditRecord] | None] = ContextVar("audit_batch", default=None)

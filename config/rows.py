@@ -82,7 +82,12 @@ def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, Any]:
     return instance, value
 
 
-def _insert_plan(model: type[Model], rows: int) -> tuple[str, list[Any]]:
+def insert_plan(model: type[Model], rows: int) -> tuple[str, list[Any]]:
+    """``INSERT INTO <model's table> (...) VALUES (...), ... RETURNING <pk>`` for rows rows, and its fields.
+
+    Built once per model and row count. For a caller that puts the INSERT inside a larger statement (the
+    audit chain moves its head in the same one); `insert_rows` is the whole job for everyone else.
+    """
     plan = _inserting.get((model, rows))
     if plan is None:
         meta = model._meta
@@ -101,6 +106,18 @@ def _insert_plan(model: type[Model], rows: int) -> tuple[str, list[Any]]:
     return plan
 
 
+def insert_params(objs: Sequence[Model], fields: Sequence[Any]) -> list[Any]:
+    """The values of `insert_plan`'s fields for objs, as `save()` would write them (pre_save included)."""
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
+
+
+def inserted(objs: Sequence[Model], ids: Sequence[Any]) -> None:
+    """Mark objs as stored under the primary keys their INSERT returned (in their order)."""
+    for obj, pk in zip(objs, ids, strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, connection.alias
+
+
 def insert_rows(objs: Sequence[Model]) -> None:
     """INSERT objs (new, of one model, with no primary key yet) in one statement; set their primary keys."""
     if not objs:
@@ -114,16 +131,10 @@ def insert_rows(objs: Sequence[Model]) -> None:
         else:
             model._default_manager.bulk_create(list(objs))
         return
-    sql, fields = _insert_plan(model, len(objs))
-    params: list[Any] = []
-    for obj in objs:
-        params.extend(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)
+    sql, fields = insert_plan(model, len(objs))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        ids = [row[0] for row in cursor.fetchall()]
-    for obj, pk in zip(objs, ids, strict=True):
-        obj.pk = pk
-        obj._state.adding, obj._state.db = False, connection.alias
+        cursor.execute(sql, insert_params(objs, fields))
+        inserted(objs, [row[0] for row in cursor.fetchall()])
 
 
 def update_row(obj: Model, field_names: Sequence[str]) -> None:
@@ -161,6 +172,8 @@ def planned_per_call() -> Iterator[None]:
     the GiST index ran 0.3 ms with a plan for its values, 8.5 ms with the generic plan PostgreSQL chose
     once psycopg had prepared it (DB_PREPARED_STATEMENTS, prepared on the fifth run).
     """
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()  # the setting lives on the driver's connection
     raw = getattr(connection, "connection", None)
     if connection.vendor != "postgresql" or raw is None or not hasattr(raw, "prepare_threshold"):
         yield

@@ -385,7 +385,6 @@ def _find_duplicates(incident: Incident) -> list[int]:
     )
     if nearest is not None:
         candidates = candidates.order_by(nearest)[: 2 * DUPLICATES_AT_MOST]
-    connection.ensure_connection()
     with planned_per_call():
         rows = list(candidates)
     near = sorted(

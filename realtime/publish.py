@@ -119,21 +119,7 @@ def _write_batch(pending: list[_Pending]) -> None:
     everyone = sorted(set(users))
     feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     with connection.cursor() as cursor:
-        # Lock the feed heads in the same fixed order as a single event's fan-out, so the two cannot
-        # deadlock. Nearly always every recipient has a feed already: one statement; a newcomer's feed is
-        # created first (then all are locked again, in order).
-        lock = (
-            f"WITH locked AS (SELECT user_id FROM {feed} WHERE user_id = ANY(%s) "
-            "ORDER BY user_id FOR UPDATE) SELECT count(*) FROM locked"
-        )
-        cursor.execute(lock, [everyone])
-        if int(cursor.fetchone()[0]) < len(everyone):
-            cursor.execute(
-                f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
-                "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
-                [everyone],
-            )
-            cursor.execute(lock, [everyone])
+        _lock_feeds(cursor, everyone)
         # Each recipient's events take consecutive sequence numbers in event order.
         cursor.execute(
             "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, event_id)), "
@@ -192,21 +178,35 @@ def _flush_pending() -> None:
         push_events([event_id for event_id, _message in pending], ready=ready)
 
 
-def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> list[list[int]]:
-    """Feed heads, sequence numbers and feed entries for every recipient in three set-based statements.
+def _lock_feeds(cursor: Any, user_ids: list[int]) -> None:
+    """Lock the recipients' feed heads (PostgreSQL), creating those of users who have none yet.
 
-    Returns [user id, sequence number] for each recipient."""
-    feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
-    with connection.cursor() as cursor:
+    One fixed order (by user) for every fan-out, so concurrent ones to overlapping users cannot deadlock.
+    Nearly always every recipient has a feed already: one statement; a newcomer's feed is created first,
+    then all are locked again, in order.
+    """
+    feed = Feed._meta.db_table
+    lock = (
+        f"WITH locked AS (SELECT user_id FROM {feed} WHERE user_id = ANY(%s) "
+        "ORDER BY user_id FOR UPDATE) SELECT count(*) FROM locked"
+    )
+    cursor.execute(lock, [user_ids])
+    if int(cursor.fetchone()[0]) < len(set(user_ids)):
         cursor.execute(
             f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
             "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
             [user_ids],
         )
-        # Lock the heads in one fixed order so concurrent fan-outs to overlapping users cannot deadlock.
-        cursor.execute(
-            f"SELECT 1 FROM {feed} WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE", [user_ids]
-        )
+        cursor.execute(lock, [user_ids])
+
+
+def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> list[list[int]]:
+    """Feed heads, sequence numbers and feed entries for every recipient in set-based statements.
+
+    Returns [user id, sequence number] for each recipient."""
+    feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
+    with connection.cursor() as cursor:
+        _lock_feeds(cursor, user_ids)
         cursor.execute(
             f"WITH heads AS (UPDATE {feed} SET last_seq = last_seq + 1 WHERE user_id = ANY(%s) "
             "RETURNING user_id, last_seq) "
