@@ -47,7 +47,9 @@ def test_the_duplicate_search_reads_the_point_index(demo_city):
     with connection.cursor() as cursor:
         # Point and time in one GiST index (migration 0006, btree_gist), in place of the point-only one.
         cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'incidents_incident_point%'")
-        assert [row[0] for row in cursor.fetchall()] == ["incidents_incident_point_time_gist"]
+        assert [row[0] for row in cursor.fetchall()] == ["incidents_incident_point_time_gist"], (
+            "migration 0006 needs PostgreSQL's btree_gist extension (Debian: postgresql-contrib)"
+        )
     report(), report()
     with CaptureQueriesContext(connection) as queries:
         third = report()
