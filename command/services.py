@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -288,9 +288,7 @@ def incident_dispatch(
     now = timezone.now()
     created: list[DispatchOrder] = []
     # The incident row is locked: a second dispatch of the same department finds the open order.
-    busy = set(
-        incident.orders.exclude(status__in=CLOSED_ORDER_STATES).values_list("department_id", flat=True)
-    )
+    busy = _departments_with_open_orders(incident.pk)
     for department, role in [(lead, OrderRole.LEAD), *[(d, OrderRole.ASSIST) for d in assists]]:
         if department.pk in busy:
             continue
@@ -317,6 +315,20 @@ def incident_dispatch(
     }
     incident_mark_dispatched(incident=incident, actor=actor, source=source, reason=reason, data=data)
     return incident
+
+
+def _departments_with_open_orders(incident_id: int) -> set[int]:
+    """Departments holding an open order for the incident (a kept SQL text: every dispatch asks)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_ORDERS_SQL, [incident_id, *_CLOSED_ORDER_STATES])
+        return {int(row[0]) for row in cursor.fetchall()}
+
+
+_CLOSED_ORDER_STATES = sorted(CLOSED_ORDER_STATES)
+_OPEN_ORDERS_SQL = (
+    f"SELECT department_id FROM {DispatchOrder._meta.db_table} WHERE incident_id = %s "
+    f"AND status NOT IN ({', '.join(['%s'] * len(_CLOSED_ORDER_STATES))})"
+)
 
 
 def auto_dispatch_after_register(*, incident: Incident, action: str, actor: Any, source: str) -> None:

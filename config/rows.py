@@ -45,7 +45,7 @@ def _locking_plan(
         sql, _params = compiler.as_sql()  # the one parameter is the primary key
         names = [column.target.attname for column, _sql, _alias in compiler.select]
         converters = compiler.get_converters([column for column, _sql, _alias in compiler.select])
-        if extra:  # one more value after the model's columns (the first FROM is the table's)
+        if extra:  # more values after the model's columns (the first FROM is the table's)
             sql = sql.replace(" FROM ", f", {extra} FROM ", 1)
         plan = (sql, names, converters, compiler)
         with _lock:
@@ -60,10 +60,11 @@ def lock_row(model: type[M], pk: int) -> M:
     return lock_row_with(model, pk, "")[0]
 
 
-def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, Any]:
-    """`lock_row` (PostgreSQL), and the value of the SQL expression `extra` for the row in the same trip.
+def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, tuple[Any, ...]]:
+    """`lock_row` (PostgreSQL), and the values of the SQL expressions `extra` for the row in the same trip.
 
-    extra is SQL of ours (a constant per call site, never user input), e.g. a correlated ARRAY(...).
+    extra is SQL of ours (a constant per call site, never user input): one or more comma-separated
+    expressions, e.g. a correlated ARRAY(...) and scalar subqueries; their values come back in order.
     """
     if connection.get_autocommit():  # as the ORM refuses it: a lock outside a transaction holds nothing
         raise TransactionManagementError("lock_row cannot be used outside of a transaction.")
@@ -74,12 +75,12 @@ def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, Any]:
     if row is None:
         missing: type[Exception] = getattr(model, "DoesNotExist")  # noqa: B009 (set on every concrete model)
         raise missing(f"{model.__name__} matching query does not exist.")
-    value = row[-1] if extra else None
+    values = tuple(row[len(names) :])
     row = row[: len(names)]
     if converters:
         row = next(iter(compiler.apply_converters([row], converters)))
     instance: M = model.from_db(connection.alias, names, row)
-    return instance, value
+    return instance, values
 
 
 def insert_plan(model: type[Model], rows: int) -> tuple[str, list[Any]]:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from django.db import connections
 from django.db.models import Model
 
-from config.memo import in_scope, memoised
+from config.memo import in_scope, memoised, remember
 from gis.models import TerritoryVersion
 from incidents.models import ReferenceVersion
 
@@ -35,16 +35,32 @@ def forget_all() -> None:
         _kept.clear()
 
 
-def _versions() -> tuple[int, int] | None:
+def versions_sql() -> str:
+    """SQL for the two versions (reference, territory), for a statement that reads them on its way.
+
+    A service's first statement (the incident's lock, the idempotency check) carries them and passes
+    them to `remember_versions`, which spares the scope its own round trip for them.
+    """
     ref, territory = ReferenceVersion._meta.db_table, TerritoryVersion._meta.db_table
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT version FROM {ref} WHERE id = 1), (SELECT version FROM {territory} WHERE id = 1)"
-        )
-        row = cursor.fetchone()
-    if row is None or row[0] is None:
+    return f"(SELECT version FROM {ref} WHERE id = 1), (SELECT version FROM {territory} WHERE id = 1)"
+
+
+def _as_versions(ref: Any, territory: Any) -> tuple[int, int] | None:
+    if ref is None:
         return None  # no version row (an emptied database): keep nothing
-    return int(row[0]), int(row[1] or 0)
+    return int(ref), int(territory or 0)
+
+
+def remember_versions(ref: Any, territory: Any) -> None:
+    """The versions read by the caller's own statement, for the rest of the service call."""
+    remember("reference_versions", _as_versions(ref, territory))
+
+
+def _versions() -> tuple[int, int] | None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"SELECT {versions_sql()}")
+        row = cursor.fetchone()
+    return None if row is None else _as_versions(row[0], row[1])
 
 
 def kept(kind: str, compute: Callable[[], T]) -> T:

@@ -172,7 +172,7 @@ def test_an_action_reads_its_incident_and_reporters_in_one_statement(demo_city):
 
     incident = report()
     with transaction.atomic():
-        locked, reporters = lock_row_with(
+        locked, (reporters,) = lock_row_with(
             Incident,
             incident.pk,
             "ARRAY(SELECT reporter_id FROM incidents_report WHERE incident_id = incidents_incident.id)",
@@ -183,3 +183,22 @@ def test_an_action_reads_its_incident_and_reporters_in_one_statement(demo_city):
         incident_act(incident_id=incident.pk, actor=operator, action="accept")
     reads = [q["sql"] for q in queries.captured_queries if "incidents_report" in q["sql"]]
     assert len(reads) == 1 and "FOR UPDATE" in reads[0], reads
+
+
+@pytest.mark.django_db
+def test_intake_and_actions_read_the_reference_versions_on_their_first_statement(demo_city):
+    """No service call spends a round trip of its own on the versions (incidents/refcache.py)."""
+    from incidents.models import ReferenceVersion
+
+    version = ReferenceVersion._meta.db_table
+    report()  # the kept maps are filled
+    with CaptureQueriesContext(connection) as intake:
+        incident = report(key="versions-on-the-way")
+    operator = User.objects.get(username="operator")
+    with CaptureQueriesContext(connection) as action:
+        incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    for name, queries, carrier in (("intake", intake, "idempotency_key"), ("accept", action, "FOR UPDATE")):
+        reads = [q["sql"] for q in queries.captured_queries if version in q["sql"]]
+        assert len(reads) == 1 and carrier in reads[0], (name, reads)
+    # A replayed key still answers from the original, with the versions read on the way.
+    assert report(key="versions-on-the-way").pk == incident.pk
