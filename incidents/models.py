@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import pickle
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +11,12 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from config.rows import update_row
+
+
+def _snapshot(value: Any) -> Any:
+    """A deep copy of a JSON value (the geocode), a third of `copy.deepcopy`'s time: a pickle round trip
+    of our own bytes, which keeps every type as it was."""
+    return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
 
 
 class Family(models.TextChoices):
@@ -273,7 +279,7 @@ class Incident(models.Model):
             ]
             fields = [*[n for n in changed if n != "updated_at"], "updated_at"]
             update_row(self, fields)  # what save(update_fields=fields) writes, without rebuilding its SQL
-            self.remember_stored()
+            self.remember_stored(set(fields))  # the others are as read (the geocode is not copied again)
             return
         super().save(*args, **kwargs)
         if loaded is not None:
@@ -289,7 +295,7 @@ class Incident(models.Model):
                 continue
             if names is None or field.name in names or field.attname in names:
                 value = getattr(self, field.attname)
-                loaded[field.attname] = copy.deepcopy(value) if field.name == "geocode" else value
+                loaded[field.attname] = _snapshot(value) if field.name == "geocode" else value
         self._loaded_values = loaded
 
     @classmethod
@@ -298,7 +304,7 @@ class Incident(models.Model):
         instance = super().from_db(db, field_names, values, **kwargs)
         loaded = dict(zip(field_names, values, strict=True))
         if "geocode" in loaded:  # a dict: kept as a copy, so that a change made to it in place shows
-            loaded["geocode"] = copy.deepcopy(loaded["geocode"])
+            loaded["geocode"] = _snapshot(loaded["geocode"])
         instance._loaded_values = loaded
         return instance
 
