@@ -126,6 +126,9 @@ def test_a_change_made_inside_the_geocode_dict_is_saved(demo_city):
     assert Incident.objects.get(pk=incident.pk).geocode["note"] == "changed in place"
     incident.save()  # nothing changed since: updated_at only, no error
     assert Incident.objects.get(pk=incident.pk).geocode["note"] == "changed in place"
+    incident.geocode["note"] = "and again"  # the snapshot taken at the save is a copy, not this dict
+    incident.save()
+    assert Incident.objects.get(pk=incident.pk).geocode["note"] == "and again"
 
 
 @pytest.mark.embedded
