@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -151,8 +152,8 @@ def incident_detail(incident: Incident, user: Any, *, intake: IntakeResult | Non
     """The detail representation: summary, reports with photos, timeline and the caller's actions.
 
     `intake`, the result of an intake that has just created the incident, supplies what that intake
-    wrote (its one report with its photos, its duplicate links; a new incident has no pending request)
-    instead of reading it back.
+    wrote (its one report with its photos, its duplicate links, its timeline; a new incident has no
+    pending request) instead of reading it back.
     """
     clear = can_see_personal(user)
     body = incident_summary(incident)
@@ -166,6 +167,8 @@ def incident_detail(incident: Incident, user: Any, *, intake: IntakeResult | Non
             _report_body(r, r.photos.all(), clear)
             for r in incident.reports.select_related("category", "reporter").prefetch_related("photos")
         ]
+    # A new incident's timeline is what its intake wrote (its data as stored: through JSON and back).
+    timeline = intake.timeline if intake is not None and fresh else incident.timeline.select_related("actor")
     body["timeline"] = [
         {
             "at": t.at.isoformat(),
@@ -176,9 +179,9 @@ def incident_detail(incident: Incident, user: Any, *, intake: IntakeResult | Non
             "from_status": t.from_status or None,
             "to_status": t.to_status or None,
             "reason": t.reason,
-            "data": t.data,
+            "data": json.loads(json.dumps(t.data)) if fresh else t.data,
         }
-        for t in incident.timeline.select_related("actor")
+        for t in timeline
     ]
     body["pending_request"] = (
         None

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -94,6 +95,11 @@ class IntakeResult:
     created: bool
     duplicates: list[int] = field(default_factory=list)
     photos: list[Photo] = field(default_factory=list)
+    timeline: list[IncidentLogRecord] = field(default_factory=list)  # the rows this intake wrote
+
+
+# The timeline rows written while an intake runs (`_record` adds them), so that its answer needs no read.
+_written: ContextVar[list[IncidentLogRecord] | None] = ContextVar("intake_timeline", default=None)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -205,6 +211,8 @@ def _report_submit(
     now = _now()
     saved: list[str] = []
     stored_photos: list[Photo] = []
+    written: list[IncidentLogRecord] = []
+    collecting = _written.set(written)
     try:
         # Events first, then the audit rows, each written once at the end (see publish_batch).
         with transaction.atomic(), audit_batch(), publish_batch():
@@ -274,7 +282,12 @@ def _report_submit(
         for name in saved:
             default_storage.delete(name)
         raise
-    return IntakeResult(incident, report, created=True, duplicates=duplicates, photos=stored_photos)
+    finally:
+        _written.reset(collecting)
+    timeline = sorted((r for r in written if r.incident_id == incident.pk), key=lambda r: (r.at, r.pk))
+    return IntakeResult(
+        incident, report, created=True, duplicates=duplicates, photos=stored_photos, timeline=timeline
+    )
 
 
 def _register_on_intake(incident: Incident, *, source: str) -> None:
@@ -1109,6 +1122,9 @@ def _record(
         data=data or {},
     )
     insert_rows([record])
+    collected = _written.get()
+    if collected is not None:
+        collected.append(record)
     payload = incident_event_data(incident, None if event == "incident.created" else action)
     publish(name=event, data=payload, recipients=audience.incident_recipients(incident))
     # After publish: the audit chain's lock is always taken after the feed locks (no lock-order deadlock).
