@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.renderers import JSONRenderer
 from rest_framework.throttling import BaseThrottle
@@ -137,14 +138,33 @@ def rate_hit(scope: str, ident: str, rate: str | None = None) -> float:
     digest = hashlib.sha256(ident.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     key = f"rl:{scope}:{limit}/{period}:{window}:{digest}"
     try:
-        cache.add(key, 0, timeout=period + 1)
-        count = int(cache.incr(key))
+        count = _count(key, ttl=period + 1)
     except Exception as exc:  # fail open: see the module docstring
         log.warning("rate limit %s not applied, the cache is unavailable: %s", scope, exc)
         return 0.0
     if count <= limit:
         return 0.0
     return max(1.0, (window + 1) * period - now)
+
+
+def _count(key: str, *, ttl: int) -> int:
+    """Add one to the counter `key` (kept ttl seconds) and return it.
+
+    On Redis one round trip, INCR and EXPIRE in a MULTI: the cache's own add + incr take three (incr
+    asks EXISTS first), on every rate-limited request. Elsewhere (the embedded default's local memory)
+    the cache's add + incr.
+    """
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        full = backend.make_and_validate_key(key)
+        client = backend._cache.get_client(full, write=True)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.incr(full)
+            pipe.expire(full, ttl)  # the window is in the key: renewing the expiry only delays its end
+            count, _renewed = pipe.execute()
+        return int(count)
+    backend.add(key, 0, timeout=ttl)
+    return int(backend.incr(key))
 
 
 def _login_wait(username: str, ip: str) -> float:

@@ -3,6 +3,7 @@ websocket frame and message limits against a real daphne, and the pinned version
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -361,3 +362,34 @@ def test_websocket_frame_and_message_limits_on_real_daphne(demo_city, tmp_path):
         assert 30 <= pongs < sent and limited, (pongs, sent, len(limited), code)
         assert 0 < limited[0]["retry_after"] <= 1
         assert code == 4429
+
+
+def test_a_rate_limit_counts_in_one_round_trip_to_redis(monkeypatch):
+    """Every rate-limited request (each report) counts in Redis: INCR and EXPIRE sent together."""
+    import redis.connection
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    from config.security import rate_hit
+
+    backend = caches["default"]
+    assert isinstance(backend, RedisCache), "this suite runs with REDIS_URL (tests/services_plugin.py)"
+    sends: list[int] = []
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        sends.append(1)
+        real(self, *args, **kwargs)
+
+    rate_hit("report", f"user:warm-up-{uuid.uuid4().hex}", "2/min")  # the pool's connection is open
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    ident = f"user:one-trip-{uuid.uuid4().hex}"
+    assert rate_hit("report", ident, "2/min") == 0
+    assert len(sends) == 1, f"{len(sends)} round trips for one count"
+    assert rate_hit("report", ident, "2/min") == 0
+    assert rate_hit("report", ident, "2/min") > 0, "the third in the window is over the limit"
+    client = backend._cache.get_client(write=True)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
+    keys = list(client.scan_iter(match=f"*rl:report:2/60:*:{digest}"))
+    assert len(keys) == 1 and 0 < client.ttl(keys[0]) <= 61, "one counter, expiring after its window"
+    assert int(client.get(keys[0])) == 3
