@@ -132,3 +132,29 @@ def test_requests_share_the_caches_redis_connections(tmp_path: Path, demo_city: 
     client.close()
     # Other test workers share this Redis server: allow a few of theirs, never one per request.
     assert opened <= 10, f"{opened} new Redis connections for 30 reports"
+
+
+def test_every_request_context_uses_the_same_redis_client_of_the_cache() -> None:
+    """Django builds a `redis.Redis` per cache operation (85 µs); config.cache.RedisCache keeps one per pool."""
+    import threading
+
+    from django.core.cache import caches
+
+    from config.cache import RedisCache
+
+    clients: list[Any] = []
+    backends: list[Any] = []
+
+    def one_context() -> None:  # each thread is a context of its own, with its own cache backend
+        backend = caches["default"]
+        backends.append(backend)
+        clients.extend([backend._cache.get_client(write=True), backend._cache.get_client("k")])
+
+    threads = [threading.Thread(target=one_context) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(b, RedisCache) for b in backends) and len({id(b) for b in backends}) == 3
+    assert len({id(c) for c in clients}) == 1, "one client for every context and call"
+    assert clients[0].ping()
