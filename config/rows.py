@@ -141,12 +141,8 @@ def insert_rows(objs: Sequence[Model]) -> None:
         inserted(objs, [row[0] for row in cursor.fetchall()])
 
 
-def update_row(obj: Model, field_names: Sequence[str]) -> None:
-    """UPDATE the named fields of obj's row (as ``save(update_fields=...)`` writes them) in one statement."""
-    if connection.vendor != "postgresql":
-        obj.save(update_fields=list(field_names))
-        return
-    model, key = type(obj), tuple(field_names)
+def _update_plan(model: type[Model], key: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """``UPDATE <table> SET <columns> = %s, ... WHERE <pk> = %s`` for the named fields (built once)."""
     plan = _updating.get((model, key))
     if plan is None:
         meta = model._meta
@@ -159,14 +155,55 @@ def update_row(obj: Model, field_names: Sequence[str]) -> None:
         with _lock:
             if len(_updating) < 256:
                 _updating[(model, key)] = plan
-    sql, fields = plan
+    return plan
+
+
+def _update_params(obj: Model, fields: Sequence[Any]) -> list[Any]:
     db = connections[DEFAULT_DB_ALIAS]  # not the proxy (see insert_params)
-    params = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields]
+    return [*[f.get_db_prep_save(f.pre_save(obj, False), db) for f in fields], obj.pk]
+
+
+def _missing(obj: Model) -> Exception:
+    missing: type[Exception] = getattr(type(obj), "DoesNotExist")  # noqa: B009
+    return missing(f"{type(obj).__name__} {obj.pk} was not there to update")
+
+
+def update_row(obj: Model, field_names: Sequence[str]) -> None:
+    """UPDATE the named fields of obj's row (as ``save(update_fields=...)`` writes them) in one statement."""
+    if connection.vendor != "postgresql":
+        obj.save(update_fields=list(field_names))
+        return
+    sql, fields = _update_plan(type(obj), tuple(field_names))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk])
+        cursor.execute(sql, _update_params(obj, fields))
         if cursor.rowcount != 1:
-            missing: type[Exception] = getattr(model, "DoesNotExist")  # noqa: B009
-            raise missing(f"{model.__name__} {obj.pk} was not there to update")
+            raise _missing(obj)
+
+
+def update_row_and_insert(obj: Model, field_names: Sequence[str], objs: Sequence[Model]) -> None:
+    """`update_row(obj, field_names)` and `insert_rows(objs)` in one statement (PostgreSQL).
+
+    The UPDATE is a data-modifying CTE of the INSERT: one round trip, both done or neither. For a state
+    change and the timeline row that records it, written together at every step of the closed loop.
+    Elsewhere the two calls in turn.
+    """
+    if connection.vendor != "postgresql" or not objs:
+        update_row(obj, field_names)
+        insert_rows(objs)
+        return
+    if any(new.pk is not None for new in objs):
+        raise ValueError("insert_rows writes new rows: their primary keys are the database's to give")
+    update, update_fields = _update_plan(type(obj), tuple(field_names))
+    insert, insert_fields = insert_plan(type(objs[0]), len(objs))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH updated AS ({update} RETURNING 1) {insert}, (SELECT count(*) FROM updated)",
+            [*_update_params(obj, update_fields), *insert_params(objs, insert_fields)],
+        )
+        rows = cursor.fetchall()
+    if int(rows[0][1]) != 1:  # the INSERT is undone with the transaction this raises out of
+        raise _missing(obj)
+    inserted(objs, [row[0] for row in rows])
 
 
 @contextmanager

@@ -268,23 +268,33 @@ class Incident(models.Model):
         never written back over another's change. No pre_save/post_save signal is sent for such a save
         (config/rows.py; nothing listens to incidents' saves).
         """
-        loaded: dict[str, Any] | None = getattr(self, "_loaded_values", None)
-        if loaded is not None and not args and not kwargs and not self._state.adding:
-            deferred = self.get_deferred_fields()  # as Django's save: columns never read are not written
-            changed = [
-                field.name
-                for field in self._meta.concrete_fields
-                if field.attname not in deferred
-                and (field.attname not in loaded or getattr(self, field.attname) != loaded[field.attname])
-            ]
-            fields = [*[n for n in changed if n != "updated_at"], "updated_at"]
+        fields = None if args or kwargs else self.pending_update()
+        if fields is not None:
             update_row(self, fields)  # what save(update_fields=fields) writes, without rebuilding its SQL
             self.remember_stored(set(fields))  # the others are as read (the geocode is not copied again)
             return
         super().save(*args, **kwargs)
-        if loaded is not None:
+        if getattr(self, "_loaded_values", None) is not None:
             written = kwargs.get("update_fields")
             self.remember_stored(None if written is None else set(written))
+
+    def pending_update(self) -> list[str] | None:
+        """The fields a save would write (those changed since the row was read, and updated_at).
+
+        None for an incident not read from the database (a save then writes it whole). Deferred fields
+        are left alone, as Django's save leaves them.
+        """
+        loaded: dict[str, Any] | None = getattr(self, "_loaded_values", None)
+        if loaded is None or self._state.adding:
+            return None
+        deferred = self.get_deferred_fields()  # as Django's save: columns never read are not written
+        changed = [
+            field.name
+            for field in self._meta.concrete_fields
+            if field.attname not in deferred
+            and (field.attname not in loaded or getattr(self, field.attname) != loaded[field.attname])
+        ]
+        return [*[n for n in changed if n != "updated_at"], "updated_at"]
 
     def remember_stored(self, names: set[str] | None = None) -> None:
         """Take the current values (of the fields named, else all) as the row's, e.g. after config.rows."""

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
 from config.memo import forget, memo_scope
-from config.rows import insert_rows, lock_row, lock_row_with, planned_per_call
+from config.rows import insert_rows, lock_row, lock_row_with, planned_per_call, update_row_and_insert
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, refcache, rules
 from incidents.models import (
@@ -548,8 +548,10 @@ def _transition(
     now = _now()
     incident.status = to_status
     _enter_stage(incident, now)
-    incident.save()
-    _record(
+    saving = incident.pending_update()
+    if saving is None:
+        incident.save()
+    _record(  # with the incident's UPDATE in the same statement when it has one pending
         incident,
         actor=actor,
         action=action,
@@ -558,6 +560,7 @@ def _transition(
         to_status=to_status,
         reason=reason,
         data=data or {},
+        saving=saving,
     )
 
 
@@ -1108,7 +1111,13 @@ def _record(
     reason: str = "",
     data: dict[str, Any] | None = None,
     event: str = "incident.updated",
+    saving: list[str] | None = None,
 ) -> IncidentLogRecord:
+    """Write the timeline row of a step, its realtime event and its audit record.
+
+    `saving`: the incident's fields still to be written (`Incident.pending_update`), written by the
+    same statement as the timeline row.
+    """
     record = IncidentLogRecord(
         incident=incident,
         at=_now(),
@@ -1121,7 +1130,11 @@ def _record(
         reason=reason,
         data=data or {},
     )
-    insert_rows([record])
+    if saving is None:
+        insert_rows([record])
+    else:
+        update_row_and_insert(incident, saving, [record])
+        incident.remember_stored(set(saving))
     collected = _written.get()
     if collected is not None:
         collected.append(record)

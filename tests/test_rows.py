@@ -106,10 +106,8 @@ def test_an_action_writes_only_the_incident_columns_it_changed(demo_city):
     Incident.objects.filter(pk=incident.pk).update(evaluation_comment="written by someone else")
     with CaptureQueriesContext(connection) as queries:
         incident_act(incident_id=incident.pk, actor=operator, action="accept")
-    (update,) = [
-        q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "incidents_incident"')
-    ]
-    assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+    (update,) = [q["sql"] for q in queries.captured_queries if 'UPDATE "incidents_incident"' in q["sql"]]
+    assigned = update.split('UPDATE "incidents_incident" SET ', 1)[1].split(" WHERE ", 1)[0]
     assert '"status"' in assigned and '"updated_at"' in assigned
     for untouched in ('"geocode"', '"description"', '"code"', '"evaluation_comment"', '"lon"'):
         assert untouched not in assigned, update
@@ -205,3 +203,32 @@ def test_intake_and_actions_read_the_reference_versions_on_their_first_statement
         assert len(reads) == 1 and carrier in reads[0], (name, reads)
     # A replayed key still answers from the original, with the versions read on the way.
     assert report(key="versions-on-the-way").pk == incident.pk
+
+
+@pytest.mark.django_db
+def test_a_step_writes_the_incident_and_its_timeline_row_in_one_statement(demo_city):
+    from config.rows import update_row_and_insert
+
+    incident = report()
+    operator = User.objects.get(username="operator")
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    writes = [q["sql"] for q in queries.captured_queries if 'UPDATE "incidents_incident"' in q["sql"]]
+    assert len(writes) == 1 and 'INSERT INTO "incidents_incidentlogrecord"' in writes[0], writes
+    assert not [
+        q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "incidents_incidentlog')
+    ]
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert fresh.status == "accepted" and fresh.timeline.order_by("-pk").first().action == "accept"
+    # A row that is not there: nothing inserted either.
+    with transaction.atomic():
+        gone = Incident.objects.get(pk=incident.pk)
+        gone.pk = 10**12
+        gone._state.adding = False
+        record = IncidentLogRecord(
+            incident_id=incident.pk, at=timezone.now(), actor_role="system", source=Source.SYSTEM, action="x"
+        )
+        before = IncidentLogRecord.objects.count()
+        with pytest.raises(Incident.DoesNotExist), transaction.atomic():
+            update_row_and_insert(gone, ["status", "updated_at"], [record])
+        assert IncidentLogRecord.objects.count() == before

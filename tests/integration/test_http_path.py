@@ -135,7 +135,7 @@ def test_requests_share_the_caches_redis_connections(tmp_path: Path, demo_city: 
 
 
 def test_every_request_context_uses_the_same_redis_client_of_the_cache() -> None:
-    """Django builds a `redis.Redis` per cache operation (85 µs); config.cache.RedisCache keeps one per pool."""
+    """Django builds a `redis.Redis` per cache operation (85 µs); config.cache.RedisCache keeps one."""
     import threading
 
     from django.core.cache import caches
@@ -146,7 +146,7 @@ def test_every_request_context_uses_the_same_redis_client_of_the_cache() -> None
     backends: list[Any] = []
 
     def one_context() -> None:  # each thread is a context of its own, with its own cache backend
-        backend = caches["default"]
+        backend: Any = caches["default"]
         backends.append(backend)
         clients.extend([backend._cache.get_client(write=True), backend._cache.get_client("k")])
 
