@@ -210,7 +210,10 @@ class Incident(models.Model):
 
     code = models.CharField(_("code"), max_length=48, unique=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.REPORTED)
-    category = models.ForeignKey(Category, verbose_name=_("category"), on_delete=models.PROTECT)
+    # No index of its own: the (category, -reported_at) index below serves it (migration 0007).
+    category = models.ForeignKey(
+        Category, verbose_name=_("category"), on_delete=models.PROTECT, db_index=False
+    )
     grade = models.ForeignKey(Grade, verbose_name=_("grade"), null=True, blank=True, on_delete=models.PROTECT)
     description = models.TextField(_("description"))
     address = models.CharField(_("address"), max_length=256, blank=True)

@@ -41,7 +41,10 @@ class Feed(models.Model):
 class FeedEntry(models.Model):
     """Event `event` is number `seq` in `user`'s feed."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Indexed by the unique (user, seq) below; no index of its own (migration 0003).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     seq = models.BigIntegerField()
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="entries")
 

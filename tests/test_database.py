@@ -129,3 +129,27 @@ def test_a_storm_at_one_spot_links_the_nearest_reports_read_in_index_order(demo_
     assert "<->" in search and "LIMIT 40" in search, search
     linked = set(newest.possible_duplicates.values_list("pk", flat=True))
     assert linked == {i.pk for i in by_distance[:20]}
+
+
+def test_the_written_tables_carry_no_index_that_nothing_reads():
+    """Every intake and step writes incidents, feed entries and audit rows: each index is paid per write.
+
+    Migrations incidents 0007, realtime 0003 and audit 0003 dropped Django's LIKE twins of exactly
+    matched codes and the foreign-key indexes a composite index already serves (config/indexes.py).
+    """
+
+    def indexes(table: str) -> dict[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [table])
+            return dict(cursor.fetchall())
+
+    incident = indexes("incidents_incident")
+    assert not [name for name, sql in incident.items() if "pattern_ops" in sql], incident
+    assert len(incident) == 16, sorted(incident)
+    # The category is still served, by the composite index that starts with it.
+    assert any("(category_id, reported_at DESC)" in sql for sql in incident.values()), incident
+    assert not [sql for sql in indexes("audit_auditrecord").values() if "pattern_ops" in sql]
+    entries = indexes("realtime_feedentry")
+    assert sorted(entries) == sorted(
+        ["realtime_feedentry_pkey", "feed_entry_user_seq", "realtime_feedentry_event_id_eded3026"]
+    ), entries
