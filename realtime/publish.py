@@ -54,7 +54,7 @@ def publish_batch() -> Iterator[None]:
 
     A service that publishes several events in one transaction (an emergency's intake publishes seven)
     opens a batch right inside its `transaction.atomic()`: the events, feed heads and feed entries are
-    then written by four set-based statements instead of four per event, still before the commit. Use it
+    then written by one set-based statement instead of two per event, still before the commit. Use it
     only where no inner savepoint that publishes is rolled back and caught inside the block (its events
     would still be written). Nested batches join the outermost one; an exception discards the batch.
     """
@@ -125,34 +125,53 @@ def _write_batch(pending: list[_Pending]) -> None:
     for k, item in enumerate(pending, start=1):
         users.extend(item.user_ids)
         ordinals.extend([k] * len(item.user_ids))
-    feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     insert, fields = insert_plan(Event, len(events))
     with connection.cursor() as cursor:
-        _lock_feeds(cursor, sorted(set(users)))
-        # One statement for the events and their fan-out: the events are inserted (their ids ascend in
-        # the order listed, so the k-th id is the k-th event), each recipient's events take consecutive
-        # sequence numbers in event order, and the feed entries come back.
+        # One statement: the events inserted (their ids ascend in the order listed: the k-th id is the
+        # k-th event), each recipient's feed head moved on by its number of events (`_HEADS`), each
+        # recipient's events numbered consecutively in event order after its old head, the feed entries
+        # written; every event comes back, with its entries.
         cursor.execute(
             f"WITH ev AS ({insert}), "
             "ordinal AS (SELECT id AS event_id, row_number() OVER (ORDER BY id) AS k FROM ev), "
             "pairs AS (SELECT p.user_id, ordinal.event_id "
             "FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, k) JOIN ordinal ON ordinal.k = p.k), "
-            "numbered AS (SELECT user_id, event_id, "
-            "row_number() OVER (PARTITION BY user_id ORDER BY event_id) AS n FROM pairs), "
-            "counts AS (SELECT user_id, count(*) AS c FROM pairs GROUP BY user_id), "
-            f"heads AS (UPDATE {feed} AS f SET last_seq = f.last_seq + counts.c FROM counts "
-            "WHERE f.user_id = counts.user_id RETURNING f.user_id, f.last_seq - counts.c AS base) "
-            f"INSERT INTO {entry} (user_id, seq, event_id) "
-            "SELECT numbered.user_id, heads.base + numbered.n, numbered.event_id "
-            "FROM numbered JOIN heads ON heads.user_id = numbered.user_id "
-            "RETURNING event_id, user_id, seq",
+            f"{_NUMBERED} "
+            "SELECT ordinal.event_id, entries.user_id, entries.seq "
+            "FROM ordinal LEFT JOIN entries ON entries.event_id = ordinal.event_id",
             [*insert_params(events, fields), users, ordinals],
         )
-        seqs = _seqs_by_event(cursor.fetchall())
-    # Every event has a recipient (publish drops those without), so each id came back with its entries.
-    inserted(events, sorted(seqs))
+        rows = cursor.fetchall()
+    inserted(events, sorted({int(row[0]) for row in rows}))
+    seqs = _seqs_by_event(row for row in rows if row[1] is not None)
     for event in events:
-        _push_after_commit(event.pk, _fanout_message(event, seqs[event.pk]))
+        _push_after_commit(event.pk, _fanout_message(event, seqs.get(event.pk, [])))
+
+
+_FEED, _ENTRY = Feed._meta.db_table, FeedEntry._meta.db_table
+# The recipients' feed heads, moved on by their numbers of events (`counts`): an upsert over the
+# recipients in user order, which creates a newcomer's feed (numbered from 1) and locks each existing
+# head as it reaches it. Every fan-out takes its feed locks here, always in user order, so concurrent
+# fan-outs to overlapping recipients cannot deadlock (tests/integration/test_batches.py); a separate
+# lock first, then creating the missing feeds, took a newcomer's lock out of that order.
+_HEADS = (
+    f"INSERT INTO {_FEED} AS f (user_id, last_seq, acked_seq) "
+    "SELECT user_id, c, 0 FROM counts ORDER BY user_id "
+    "ON CONFLICT (user_id) DO UPDATE SET last_seq = f.last_seq + EXCLUDED.last_seq "
+    "RETURNING f.user_id, f.last_seq"
+)
+# CTEs numbering `pairs` (user_id, event_id) after the heads and writing the entries.
+_NUMBERED = (
+    "numbered AS (SELECT user_id, event_id, "
+    "row_number() OVER (PARTITION BY user_id ORDER BY event_id) AS n FROM pairs), "
+    "counts AS (SELECT user_id, count(*) AS c FROM pairs GROUP BY user_id), "
+    f"heads AS ({_HEADS}), "
+    f"entries AS (INSERT INTO {_ENTRY} (user_id, seq, event_id) "
+    "SELECT numbered.user_id, heads.last_seq - counts.c + numbered.n, numbered.event_id "
+    "FROM numbered JOIN counts ON counts.user_id = numbered.user_id "
+    "JOIN heads ON heads.user_id = numbered.user_id "
+    "RETURNING event_id, user_id, seq)"
+)
 
 
 def _seqs_by_event(rows: Iterable[tuple[int, int, int]]) -> dict[int, list[list[int]]]:
@@ -203,41 +222,15 @@ def _flush_pending() -> None:
         push_events([event_id for event_id, _message in pending], ready=ready, claimed=True)
 
 
-def _lock_feeds(cursor: Any, user_ids: list[int]) -> None:
-    """Lock the recipients' feed heads (PostgreSQL), creating those of users who have none yet.
-
-    One fixed order (by user) for every fan-out, so concurrent ones to overlapping users cannot deadlock.
-    Nearly always every recipient has a feed already: one statement; a newcomer's feed is created first,
-    then all are locked again, in order.
-    """
-    feed = Feed._meta.db_table
-    lock = (
-        f"WITH locked AS (SELECT user_id FROM {feed} WHERE user_id = ANY(%s) "
-        "ORDER BY user_id FOR UPDATE) SELECT count(*) FROM locked"
-    )
-    cursor.execute(lock, [user_ids])
-    if int(cursor.fetchone()[0]) < len(set(user_ids)):
-        cursor.execute(
-            f"INSERT INTO {feed} (user_id, last_seq, acked_seq) "
-            "SELECT u, 0, 0 FROM unnest(%s::bigint[]) AS u ON CONFLICT (user_id) DO NOTHING",
-            [user_ids],
-        )
-        cursor.execute(lock, [user_ids])
-
-
 def _fan_out_postgresql(event_id: int, user_ids: list[int]) -> list[list[int]]:
-    """Feed heads, sequence numbers and feed entries for every recipient in set-based statements.
+    """Feed heads, sequence numbers and feed entries for every recipient in one statement.
 
     Returns [user id, sequence number] for each recipient."""
-    feed, entry = Feed._meta.db_table, FeedEntry._meta.db_table
     with connection.cursor() as cursor:
-        _lock_feeds(cursor, user_ids)
         cursor.execute(
-            f"WITH heads AS (UPDATE {feed} SET last_seq = last_seq + 1 WHERE user_id = ANY(%s) "
-            "RETURNING user_id, last_seq) "
-            f"INSERT INTO {entry} (user_id, seq, event_id) SELECT user_id, last_seq, %s FROM heads "
-            "RETURNING user_id, seq",
-            [user_ids, event_id],
+            "WITH pairs AS (SELECT u AS user_id, %s::bigint AS event_id FROM unnest(%s::bigint[]) AS u), "
+            f"{_NUMBERED} SELECT user_id, seq FROM entries",
+            [event_id, user_ids],
         )
         return [[int(user_id), int(seq)] for user_id, seq in cursor.fetchall()]
 
