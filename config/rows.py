@@ -201,8 +201,14 @@ def update_row_and_insert(obj: Model, field_names: Sequence[str], objs: Sequence
             [*_update_params(obj, update_fields), *insert_params(objs, insert_fields)],
         )
         rows = cursor.fetchall()
-    if int(rows[0][1]) != 1:  # the INSERT is undone with the transaction this raises out of
-        raise _missing(obj)
+        if int(rows[0][1]) != 1:  # no row to update: take the new rows back too, then say so
+            meta = type(objs[0])._meta
+            quote = connection.ops.quote_name
+            cursor.execute(
+                f"DELETE FROM {quote(meta.db_table)} WHERE {quote(str(meta.pk.column))} = ANY(%s)",
+                [[row[0] for row in rows]],
+            )
+            raise _missing(obj)
     inserted(objs, [row[0] for row in rows])
 
 
