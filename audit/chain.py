@@ -89,6 +89,31 @@ def serialise(record: RecordLike) -> bytes:
     return canonical_json(body).encode("utf-8")
 
 
+# A stand-in for the sequence number while a record is serialised around it (see `serialise_around_seq`).
+_SEQ_MARK = -918273645546372819
+
+
+def serialise_around_seq(record: RecordLike) -> tuple[bytes, bytes]:
+    """The canonical bytes of a record split where its sequence number goes: (before, after).
+
+    ``before + str(seq).encode() + after == serialise(record)`` for any seq. PostgreSQL writers number
+    records under the head's lock inside one statement and hash them there with this split (SHA-256 over
+    the previous hash's bytes, before, the number's text, after); the result is the same hash as
+    `record_hash`, and the writer checks it against this module on the way back.
+    """
+    saved = record.seq
+    record.seq = _SEQ_MARK
+    try:
+        text = serialise(record)
+    finally:
+        record.seq = saved
+    marker = f'"seq":{_SEQ_MARK}'.encode()
+    if text.count(marker) != 1:  # cannot happen: inside a JSON string every quote is escaped
+        raise ValueError("the sequence number's place in the serialisation is ambiguous")
+    before, _marker, after = text.partition(marker)
+    return before + b'"seq":', after
+
+
 def record_hash(record: RecordLike) -> str:
     """SHA-256 over the previous record's hash and this record's canonical serialisation."""
     digest = hashlib.sha256()

@@ -9,23 +9,26 @@ rolled-back change takes its audit row with it.
 from __future__ import annotations
 
 import getpass
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
-from audit.chain import canonical_json, record_hash
+from audit.chain import canonical_json, record_hash, serialise_around_seq
 from audit.models import GENESIS_HASH, AuditHead, AuditRecord
-from config.rows import insert_params, insert_plan, inserted
+from config.rows import insert_rows, inserted
 
 SOURCES = ("web", "api", "websocket", "system", "admin", "cli")
 
 # Set on an admin LogEntry once it is on the chain, so no path records it twice (see audit/apps.py).
 AUDITED_MARK = "_audit_seq"
+
+_chaining_lock = threading.Lock()
 
 
 def _locked_head() -> AuditHead:
@@ -106,29 +109,91 @@ def _chain_and_write(records: list[AuditRecord]) -> None:
     head.save(update_fields=["seq", "hash"])
 
 
-def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
-    """The same in two statements: lock and read the head; insert the records and move the head at once.
+# rows -> the statement that chains and inserts that many records (built once per count)
+_chaining: dict[int, str] = {}
+# The fields of a record given by its writer; the chain's own (seq, prev_hash, hash) are the statement's.
+_CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
-    Every audited transaction of the service path passes here (one to three times), so it is written in
-    SQL rather than through three ORM statements.
+
+def _given_fields() -> list[Any]:
+    meta = AuditRecord._meta
+    return [f for f in meta.concrete_fields if f is not meta.pk and f.name not in _CHAIN_FIELDS]
+
+
+def _chaining_sql(rows: int) -> str:
+    """One statement that locks the head, numbers and hashes `rows` records after it, inserts them and
+    moves the head; it returns nothing when the head row is missing.
+
+    The hash is audit/chain.py's, computed by PostgreSQL: SHA-256 over the previous hash's bytes and
+    the record's canonical bytes, which the writer sends split around the sequence number
+    (`serialise_around_seq`) because only the statement knows the number.
     """
-    head_table = connection.ops.quote_name(AuditHead._meta.db_table)
+    sql = _chaining.get(rows)
+    if sql is not None:
+        return sql
+    quote = connection.ops.quote_name
+    head_table, table = quote(AuditHead._meta.db_table), quote(AuditRecord._meta.db_table)
+    fields = _given_fields()
+    names = ["n", *(quote(str(f.column)) for f in fields)]
+    casts = [f.cast_db_type(connection) for f in fields]
+    parts = ", ".join(f"({n}, %s::bytea, %s::bytea)" for n in range(1, rows + 1))
+    values = ", ".join(
+        "(" + ", ".join([str(n), *(f"%s::{cast}" for cast in casts)]) + ")" for n in range(1, rows + 1)
+    )
+    columns = ", ".join([*names[1:], *(quote(name) for name in _CHAIN_FIELDS)])
+    sql = (
+        f"WITH RECURSIVE head AS (SELECT seq, hash FROM {head_table} WHERE id = 1 FOR UPDATE), "
+        f"parts (n, before, after) AS (VALUES {parts}), "
+        "chain (n, seq, prev_hash, hash) AS ("
+        "SELECT 0, seq, hash::text, hash::text FROM head "
+        "UNION ALL SELECT p.n, c.seq + 1, c.hash, encode(sha256(decode(c.hash, 'hex') || p.before "
+        "|| convert_to((c.seq + 1)::text, 'UTF8') || p.after), 'hex') "
+        "FROM chain AS c JOIN parts AS p ON p.n = c.n + 1), "
+        f"moved AS (UPDATE {head_table} SET seq = c.seq, hash = c.hash FROM chain AS c "
+        f"WHERE {head_table}.id = 1 AND c.n = {rows}) "
+        f"INSERT INTO {table} ({columns}) "
+        f"SELECT {', '.join(f'v.{name}' for name in names[1:])}, c.seq, c.prev_hash, c.hash "
+        f"FROM (VALUES {values}) AS v ({', '.join(names)}) JOIN chain AS c ON c.n = v.n "
+        "RETURNING id, seq, prev_hash, hash"
+    )
+    with _chaining_lock:
+        if len(_chaining) < 64:  # a service chains a handful of records at most; never unbounded
+            _chaining[rows] = sql
+    return sql
+
+
+def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
+    """The same in one statement: lock the head, number and hash the records, insert them, move the head.
+
+    Every audited transaction of the service path passes here (one to three times). The head stays
+    locked until the transaction ends, as before; what goes is the round trip between reading the head
+    and writing after it. Each hash that comes back is checked against audit/chain.py before the
+    transaction can commit, so a record the verifier would reject is never written.
+    """
+    fields = _given_fields()
+    params: list[Any] = []
+    for record in records:
+        params.extend(serialise_around_seq(record))
+    db = connections[DEFAULT_DB_ALIAS]
+    for record in records:
+        params.extend(f.get_db_prep_save(f.pre_save(record, True), db) for f in fields)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT seq, hash FROM {head_table} WHERE id = 1 FOR UPDATE")
-        row = cursor.fetchone()
-    if row is None:  # a fresh or flushed database: the ORM path creates the head (see _locked_head)
+        cursor.execute(_chaining_sql(len(records)), params)
+        rows = sorted(cursor.fetchall(), key=lambda row: int(row[1]))
+    if not rows:  # a fresh or flushed database: the ORM path creates the head (see _locked_head)
         head = _locked_head()
-        seq, head_hash = head.seq, head.hash
-    else:
-        seq, head_hash = int(row[0]), str(row[1])
-    seq, head_hash = _link(records, seq, head_hash)
-    insert, fields = insert_plan(AuditRecord, len(records))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH moved AS (UPDATE {head_table} SET seq = %s, hash = %s WHERE id = 1) {insert}",
-            [seq, head_hash, *insert_params(records, fields)],
-        )
-        inserted(records, [int(r[0]) for r in cursor.fetchall()])
+        head.seq, head.hash = _link(records, head.seq, head.hash)
+        insert_rows(records)
+        head.save(update_fields=["seq", "hash"])
+        return
+    for record, (_pk, seq, prev_hash, digest) in zip(records, rows, strict=True):
+        record.seq, record.prev_hash, record.hash = int(seq), str(prev_hash), str(digest)
+        if record_hash(record) != record.hash:
+            raise RuntimeError(
+                f"audit record {record.seq}: the hash PostgreSQL computed does not match audit/chain.py "
+                "(is the database encoding UTF8?)"
+            )
+    inserted(records, [row[0] for row in rows])
 
 
 _deferred: ContextVar[list[AuditRecord] | None] = ContextVar("audit_batch", default=None)

@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from audit.anchors import read_anchors
 from audit.chain import record_hash
@@ -337,8 +340,8 @@ def test_concurrent_writers_append_one_after_another(demo_city, settings):
     assert AuditHead.objects.get(pk=1).seq == seqs[-1]
 
 
-def test_an_action_chains_its_records_in_two_statements_and_the_chain_holds(demo_city):
-    """Lock and read the head; insert the records and move the head in one statement (PostgreSQL)."""
+def test_an_action_chains_its_records_in_one_statement_and_the_chain_holds(demo_city):
+    """Lock the head, number and hash the records, insert them and move the head: one statement."""
     from django.test.utils import CaptureQueriesContext
 
     from command.models import User
@@ -352,9 +355,104 @@ def test_an_action_chains_its_records_in_two_statements_and_the_chain_holds(demo
     with CaptureQueriesContext(connection) as queries:
         incident_act(incident_id=incident.pk, actor=operator, action="register")  # + dispatch: 5 records
     touching = [q["sql"] for q in queries.captured_queries if "audit_audit" in q["sql"]]
-    assert len(touching) == 2, touching
+    assert len(touching) == 1, touching
     records = list(AuditRecord.objects.filter(seq__gt=before).order_by("seq"))
     assert len(records) >= 2
     assert AuditHead.objects.get(pk=1).seq == records[-1].seq
     assert all(r.hash == record_hash(r) for r in records)
     assert verify_chain(anchors=False).ok
+
+
+AWKWARD_TEXTS = [
+    '"seq":1',
+    '{"seq":-918273645546372819}',
+    '引号"、反斜杠\\、换行\n与制表\t',
+    "emoji 🚒🚑 与全角（１２３）",
+    "a \u2028 line separator and a \x7f",
+    "",
+]
+
+
+def test_the_hashes_postgresql_computes_are_the_chain_modules(demo_city):
+    """Records with quotes, escapes, the sequence marker itself and non-BMP text, several per statement:
+    each stored hash is audit/chain.py's, and the whole chain verifies."""
+    from audit.services import audit_batch, audit_record
+    from command.models import User
+
+    operator = User.objects.get(username="operator")
+    with transaction.atomic(), audit_batch():
+        written = [
+            audit_record(
+                action="note",
+                object_type="test",
+                object_id=text[:60],
+                actor=operator,
+                reason=text,
+                data={"text": text, "seq": 7, "nested": {"seq": text}},
+            )
+            for text in AWKWARD_TEXTS
+        ]
+    with transaction.atomic():
+        written.append(audit_record(action="note", object_type="test", reason=AWKWARD_TEXTS[0]))
+    seqs = [r.seq for r in written]
+    assert seqs == list(range(seqs[0], seqs[0] + len(written)))
+    stored = {r.seq: r for r in AuditRecord.objects.filter(seq__in=seqs)}
+    for record in written:
+        row = stored[record.seq]
+        assert (row.pk, row.hash, row.prev_hash) == (record.pk, record.hash, record.prev_hash)
+        assert row.hash == record_hash(row)
+    assert [stored[s].prev_hash for s in seqs[1:]] == [stored[s].hash for s in seqs[:-1]]
+    assert AuditHead.objects.get(pk=1).seq == seqs[-1]
+    result = verify_chain(anchors=False)
+    assert result.ok, result.first_break
+
+
+def test_a_missing_head_is_rebuilt_from_the_last_record_and_the_chain_goes_on(demo_city):
+    """With the head row gone (a flushed table), the one statement writes nothing and the ORM path
+    restarts the head from the last record: no renumbering, no broken link."""
+    from audit.services import audit_record
+
+    with transaction.atomic():
+        first = audit_record(action="note", object_type="test", reason="before")
+    AuditHead.objects.filter(pk=1).delete()
+    with transaction.atomic():
+        second = audit_record(action="note", object_type="test", reason="after")
+    assert second.seq == first.seq + 1 and second.prev_hash == first.hash
+    assert AuditHead.objects.get(pk=1).seq == second.seq
+    with transaction.atomic():
+        third = audit_record(action="note", object_type="test", reason="and on")
+    assert third.seq == second.seq + 1 and third.prev_hash == second.hash
+    assert verify_chain(anchors=False).ok
+
+
+@pytest.mark.sqlite_ok
+@given(
+    seq=st.integers(min_value=1, max_value=2**62),
+    text=st.text(alphabet=st.characters(blacklist_categories=["Cs"])),
+    actor_id=st.none() | st.integers(min_value=1, max_value=2**40),
+)
+@hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_serialisation_split_around_the_sequence_number_rebuilds_it(seq, text, actor_id):
+    """What the PostgreSQL writer hashes (before ‖ the number's text ‖ after) is exactly `serialise`."""
+    from datetime import UTC, datetime
+
+    from audit.chain import canonical_json, serialise, serialise_around_seq
+
+    record = AuditRecord(
+        seq=seq,
+        at=datetime(2026, 12, 7, 3, 0, tzinfo=UTC),
+        actor_id=actor_id,
+        actor_username=text,
+        actor_role="operator",
+        source="api",
+        action="note",
+        object_type="test",
+        object_id=text[:64],
+        reason=text,
+        data=canonical_json({"seq": text, "text": text}),
+    )
+    before, after = serialise_around_seq(record)
+    assert before + str(seq).encode() + after == serialise(record)
+    assert record.seq == seq
