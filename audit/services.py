@@ -8,8 +8,8 @@ rolled-back change takes its audit row with it.
 
 from __future__ import annotations
 
+import functools
 import getpass
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,8 +27,6 @@ SOURCES = ("web", "api", "websocket", "system", "admin", "cli")
 
 # Set on an admin LogEntry once it is on the chain, so no path records it twice (see audit/apps.py).
 AUDITED_MARK = "_audit_seq"
-
-_chaining_lock = threading.Lock()
 
 
 def _locked_head() -> AuditHead:
@@ -109,8 +107,6 @@ def _chain_and_write(records: list[AuditRecord]) -> None:
     head.save(update_fields=["seq", "hash"])
 
 
-# rows -> the statement that chains and inserts that many records (built once per count)
-_chaining: dict[int, str] = {}
 # The fields of a record given by its writer; the chain's own (seq, prev_hash, hash) are the statement's.
 _CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
@@ -120,46 +116,40 @@ def _given_fields() -> list[Any]:
     return [f for f in meta.concrete_fields if f is not meta.pk and f.name not in _CHAIN_FIELDS]
 
 
-def _chaining_sql(rows: int) -> str:
-    """One statement that locks the head, numbers and hashes `rows` records after it, inserts them and
-    moves the head; it returns nothing when the head row is missing.
+@functools.cache
+def _chaining_sql() -> str:
+    """One statement that locks the head, numbers and hashes the records after it, inserts them and moves
+    the head; it returns nothing when the head row is missing.
 
     The hash is audit/chain.py's, computed by PostgreSQL: SHA-256 over the previous hash's bytes and
     the record's canonical bytes, which the writer sends split around the sequence number
-    (`serialise_around_seq`) because only the statement knows the number.
+    (`serialise_around_seq`) because only the statement knows the number. The records come as one
+    array per column, so the text and its parameters are the same for any number of records: one
+    prepared statement, and psycopg's query cache keeps it (it skips statements of over 50 parameters).
     """
-    sql = _chaining.get(rows)
-    if sql is not None:
-        return sql
     quote = connection.ops.quote_name
     head_table, table = quote(AuditHead._meta.db_table), quote(AuditRecord._meta.db_table)
     fields = _given_fields()
-    names = ["n", *(quote(str(f.column)) for f in fields)]
-    casts = [f.cast_db_type(connection) for f in fields]
-    parts = ", ".join(f"({n}, %s::bytea, %s::bytea)" for n in range(1, rows + 1))
-    values = ", ".join(
-        "(" + ", ".join([str(n), *(f"%s::{cast}" for cast in casts)]) + ")" for n in range(1, rows + 1)
+    columns = [quote(str(f.column)) for f in fields]
+    arrays = ", ".join(
+        ["%s::bytea[]", "%s::bytea[]", *(f"%s::{f.cast_db_type(connection)}[]" for f in fields)]
     )
-    columns = ", ".join([*names[1:], *(quote(name) for name in _CHAIN_FIELDS)])
-    sql = (
+    return (
         f"WITH RECURSIVE head AS (SELECT seq, hash FROM {head_table} WHERE id = 1 FOR UPDATE), "
-        f"parts (n, before, after) AS (VALUES {parts}), "
+        f"given AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY "
+        f"AS g (before, after, {', '.join(columns)}, n)), "
         "chain (n, seq, prev_hash, hash) AS ("
-        "SELECT 0, seq, hash::text, hash::text FROM head "
-        "UNION ALL SELECT p.n, c.seq + 1, c.hash, encode(sha256(decode(c.hash, 'hex') || p.before "
-        "|| convert_to((c.seq + 1)::text, 'UTF8') || p.after), 'hex') "
-        "FROM chain AS c JOIN parts AS p ON p.n = c.n + 1), "
+        "SELECT 0::bigint, seq, hash::text, hash::text FROM head "
+        "UNION ALL SELECT g.n, c.seq + 1, c.hash, encode(sha256(decode(c.hash, 'hex') || g.before "
+        "|| convert_to((c.seq + 1)::text, 'UTF8') || g.after), 'hex') "
+        "FROM chain AS c JOIN given AS g ON g.n = c.n + 1), "
         f"moved AS (UPDATE {head_table} SET seq = c.seq, hash = c.hash FROM chain AS c "
-        f"WHERE {head_table}.id = 1 AND c.n = {rows}) "
-        f"INSERT INTO {table} ({columns}) "
-        f"SELECT {', '.join(f'v.{name}' for name in names[1:])}, c.seq, c.prev_hash, c.hash "
-        f"FROM (VALUES {values}) AS v ({', '.join(names)}) JOIN chain AS c ON c.n = v.n "
+        f"WHERE {head_table}.id = 1 AND c.n = (SELECT max(n) FROM given)) "
+        f"INSERT INTO {table} ({', '.join(columns)}, {', '.join(quote(name) for name in _CHAIN_FIELDS)}) "
+        f"SELECT {', '.join(f'g.{column}' for column in columns)}, c.seq, c.prev_hash, c.hash "
+        "FROM given AS g JOIN chain AS c ON c.n = g.n "
         "RETURNING id, seq, prev_hash, hash"
     )
-    with _chaining_lock:
-        if len(_chaining) < 64:  # a service chains a handful of records at most; never unbounded
-            _chaining[rows] = sql
-    return sql
 
 
 def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
@@ -171,14 +161,12 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
     transaction can commit, so a record the verifier would reject is never written.
     """
     fields = _given_fields()
-    params: list[Any] = []
-    for record in records:
-        params.extend(serialise_around_seq(record))
-    db = connections[DEFAULT_DB_ALIAS]
-    for record in records:
-        params.extend(f.get_db_prep_save(f.pre_save(record, True), db) for f in fields)
+    db = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy (see config.rows.insert_params)
+    split = [serialise_around_seq(record) for record in records]
+    params: list[Any] = [[before for before, _after in split], [after for _before, after in split]]
+    params += [[f.get_db_prep_save(f.pre_save(record, True), db) for record in records] for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(_chaining_sql(len(records)), params)
+        cursor.execute(_chaining_sql(), params)
         rows = sorted(cursor.fetchall(), key=lambda row: int(row[1]))
     if not rows:  # a fresh or flushed database: the ORM path creates the head (see _locked_head)
         head = _locked_head()
