@@ -125,21 +125,21 @@ def _write_batch(pending: list[_Pending]) -> None:
     for k, item in enumerate(pending, start=1):
         users.extend(item.user_ids)
         ordinals.extend([k] * len(item.user_ids))
-    insert, fields = insert_plan(Event, len(events))
+    insert = insert_plan(Event, len(events))
     with connection.cursor() as cursor:
         # One statement: the events inserted (their ids ascend in the order listed: the k-th id is the
         # k-th event), each recipient's feed head moved on by its number of events (`_HEADS`), each
         # recipient's events numbered consecutively in event order after its old head, the feed entries
         # written; every event comes back, with its entries.
         cursor.execute(
-            f"WITH ev AS ({insert}), "
+            f"WITH ev AS ({insert.sql}), "
             "ordinal AS (SELECT id AS event_id, row_number() OVER (ORDER BY id) AS k FROM ev), "
             "pairs AS (SELECT p.user_id, ordinal.event_id "
             "FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, k) JOIN ordinal ON ordinal.k = p.k), "
             f"{_NUMBERED} "
             "SELECT ordinal.event_id, entries.user_id, entries.seq "
             "FROM ordinal LEFT JOIN entries ON entries.event_id = ordinal.event_id",
-            [*insert_params(events, fields), users, ordinals],
+            [*insert_params(events, insert), users, ordinals],
         )
         rows = cursor.fetchall()
     inserted(events, sorted({int(row[0]) for row in rows}))

@@ -97,6 +97,48 @@ def test_insert_rows_writes_what_the_orm_would_and_sets_the_keys(demo_city):
     insert_rows([])  # nothing to write is fine
 
 
+@pytest.mark.django_db
+def test_several_rows_go_as_one_array_per_column_with_one_text_for_any_count(demo_city):
+    """On PostgreSQL 2, 3 or 7 rows: the same statement, one parameter per field (psycopg caches no
+    statement of over 50), the keys in the rows' order, every value as the ORM reads it back."""
+    incident = report()
+    now = timezone.now()
+    sent: list[tuple[str, int]] = []
+
+    def spy(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if "incidents_incidentlogrecord" in sql:
+            sent.append((sql, len(params)))
+        return execute(sql, params, many, context)
+
+    written: list[IncidentLogRecord] = []
+    for count in (2, 3, 7):
+        records = [
+            IncidentLogRecord(
+                incident=incident,
+                at=now,
+                actor=None,  # a column of nothing but NULLs
+                actor_role="system",
+                source=Source.SYSTEM,
+                action=f"n{count}-{n}",
+                to_status="x" * IncidentLogRecord._meta.get_field("to_status").max_length,
+                reason="理由" * 200,
+                data={"n": n, "list": [n, None]},
+            )
+            for n in range(count)
+        ]
+        with transaction.atomic(), connection.execute_wrapper(spy):
+            insert_rows(records)
+        written.extend(records)
+    fields = len(IncidentLogRecord._meta.concrete_fields) - 1
+    assert len({sql for sql, _n in sent}) == 1 and {n for _sql, n in sent} == {fields}
+    assert "UNNEST" in sent[0][0]
+    keys = [r.pk for r in written]
+    assert keys == sorted(keys)  # the keys came back in the rows' order
+    stored = {r.pk: r for r in IncidentLogRecord.objects.filter(pk__in=keys)}
+    for record in written:
+        assert _columns(stored[record.pk], IncidentLogRecord) == _columns(record, IncidentLogRecord)
+
+
 @pytest.mark.embedded
 @pytest.mark.django_db
 def test_an_action_writes_only_the_incident_columns_it_changed(demo_city):
