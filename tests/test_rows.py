@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
@@ -105,7 +106,7 @@ def test_several_rows_go_as_one_array_per_column_with_one_text_for_any_count(dem
     now = timezone.now()
     sent: list[tuple[str, int]] = []
 
-    def spy(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def spy(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         if "incidents_incidentlogrecord" in sql:
             sent.append((sql, len(params)))
         return execute(sql, params, many, context)
