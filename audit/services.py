@@ -132,7 +132,7 @@ def _chaining_sql() -> str:
     fields = _given_fields()
     columns = [quote(str(f.column)) for f in fields]
     arrays = ", ".join(
-        ["%s::bytea[]", "%s::bytea[]", *(f"%s::{f.cast_db_type(connection)}[]" for f in fields)]
+        ["%b::bytea[]", "%b::bytea[]", *(f"%b::{f.cast_db_type(connection)}[]" for f in fields)]
     )
     return (
         f"WITH RECURSIVE head AS (SELECT seq, hash FROM {head_table} WHERE id = 1 FOR UPDATE), "

@@ -119,7 +119,7 @@ def insert_plan(model: type[Model], rows: int) -> InsertPlan:
         columns = ", ".join(quote(str(f.column)) for f in fields)
         if columnar:
             # The type without its length (varchar[], not varchar(64)[]), so nothing is cut on the way.
-            arrays = ", ".join(f"%s::{str(f.db_type(connection)).split('(')[0]}[]" for f in fields)
+            arrays = ", ".join(f"%b::{str(f.db_type(connection)).split('(')[0]}[]" for f in fields)
             source = f"SELECT * FROM UNNEST({arrays})"
         else:
             source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
