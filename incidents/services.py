@@ -10,7 +10,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,76 @@ class IntakeResult:
 
 # The timeline rows written while an intake runs (`_record` adds them), so that its answer needs no read.
 _written: ContextVar[list[IncidentLogRecord] | None] = ContextVar("intake_timeline", default=None)
+
+
+@dataclass
+class _Steps:
+    """The steps of one incident taken in a service call, written when the call ends (`_steps_batch`)."""
+
+    incident: Incident | None = None
+    records: list[IncidentLogRecord] = field(default_factory=list)
+    update: bool = False  # a step changed the incident's row (a transition), not only its timeline
+
+
+_steps: ContextVar[_Steps | None] = ContextVar("incident_steps", default=None)
+
+
+@contextmanager
+def _steps_batch() -> Iterator[None]:
+    """Hold the steps a service call takes on its incident and write them together when it ends.
+
+    A call often takes several steps: register and dispatch, or an emergency's report, accept,
+    register and dispatch on intake. Each used to be the incident's UPDATE and its timeline row in a
+    statement of its own; held here, they become one statement: the UPDATE of every column the steps
+    changed (`Incident.pending_update` since the row was read) and all their timeline rows, in order.
+    Only the call's first incident (that instance) is held; a step on another incident is written at
+    once. Open it innermost in the transaction, inside `publish_batch`, so the rows are written before
+    the events and the audit records (the lock order stays: incident, feeds, audit head). An exception
+    discards what was held (the transaction rolls back anyway).
+    """
+    if _steps.get() is not None:
+        yield
+        return
+    steps = _Steps()
+    token = _steps.set(steps)
+    try:
+        yield
+    finally:
+        _steps.reset(token)
+    _write_steps(steps)
+
+
+def _write_steps(steps: _Steps) -> None:
+    incident, records = steps.incident, steps.records
+    if incident is None or not records:
+        return
+    update, steps.records, steps.update = steps.update, [], False
+    if not update:
+        insert_rows(records)
+        return
+    saving = incident.pending_update()
+    if saving is None:  # not a row read from the database (cannot happen: it was locked or inserted)
+        incident.save()
+        insert_rows(records)
+        return
+    update_row_and_insert(incident, saving, records)
+    incident.remember_stored(set(saving))
+
+
+def _hold_step(incident: Incident, record: IncidentLogRecord, *, update: bool) -> bool:
+    """Hold a step for `_steps_batch` (True), or say it must be written now (False)."""
+    steps = _steps.get()
+    if steps is None:
+        return False
+    if steps.incident is not None and steps.incident is not incident:
+        if steps.incident.pk == incident.pk:
+            # Another copy of the same row: what is held goes first, so the writes keep their order.
+            _write_steps(steps)
+        return False
+    steps.incident = incident
+    steps.records.append(record)
+    steps.update = steps.update or update
+    return True
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -215,7 +286,7 @@ def _report_submit(
     collecting = _written.set(written)
     try:
         # Events first, then the audit rows, each written once at the end (see publish_batch).
-        with transaction.atomic(), audit_batch(), publish_batch():
+        with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
             incident = _open_incident(category=category, data=data, geo=geo, reporter=reporter, now=now)
             report = Report(
                 incident=incident,
@@ -476,7 +547,7 @@ def incident_act(
 def _incident_act(
     incident_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]
 ) -> Incident:
-    with transaction.atomic(), audit_batch(), publish_batch():
+    with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
         incident = _locked_incident(incident_id)
         transition = rules.check(
             action=action,
@@ -511,7 +582,11 @@ def _locked_incident(incident_id: int) -> Incident:
     """The incident's row, locked in this transaction, with category, family and grade from the kept maps.
 
     Reference rows come from refcache rather than a join, which keeps the lock a plain primary-key read.
+    Steps held for the call (`_steps_batch`) are written first, so the row read is the row as it stands.
     """
+    steps = _steps.get()
+    if steps is not None:
+        _write_steps(steps)
     if connection.vendor == "postgresql":
         # Who reported it comes with the row (its events go to them): one round trip instead of two.
         table, reports = Incident._meta.db_table, Report._meta.db_table
@@ -1130,7 +1205,9 @@ def _record(
         reason=reason,
         data=data or {},
     )
-    if saving is None:
+    if _hold_step(incident, record, update=saving is not None):
+        pass  # written with the call's other steps when it ends (`_steps_batch`)
+    elif saving is None:
         insert_rows([record])
     else:
         update_row_and_insert(incident, saving, [record])

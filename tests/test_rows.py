@@ -275,3 +275,89 @@ def test_a_step_writes_the_incident_and_its_timeline_row_in_one_statement(demo_c
         with pytest.raises(Incident.DoesNotExist):  # caught inside the transaction: nothing is left
             update_row_and_insert(gone, ["status", "updated_at"], [record])
         assert IncidentLogRecord.objects.count() == before
+
+
+def _incident_writes(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'UPDATE "incidents_incident"' in q["sql"]
+        or 'INSERT INTO "incidents_incidentlogrecord"' in q["sql"]
+    ]
+
+
+def _steps_of(incident: Incident) -> list[tuple[str, str, str]]:
+    return [(r.action, r.from_status, r.to_status) for r in incident.timeline.order_by("at", "pk")]
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_register_and_its_automatic_dispatch_write_the_incident_once(demo_city):
+    """Register, then dispatch by rule in the same call: one UPDATE with both steps' columns and both
+    timeline rows, in order (PostgreSQL: one statement; SQLite: the UPDATE, then the rows)."""
+    incident = report(category="AC01", description="厂房起火")
+    operator = User.objects.get(username="operator")
+    incident_act(incident_id=incident.pk, actor=operator, action="accept")
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(incident_id=incident.pk, actor=operator, action="register", payload={"grade": "II"})
+    updates = [q for q in _incident_writes(queries) if 'UPDATE "incidents_incident"' in q]
+    assert len(updates) == 1, _incident_writes(queries)
+    if connection.vendor == "postgresql":
+        assert len(_incident_writes(queries)) == 1
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert fresh.status == "dispatched" and fresh.grade is not None and fresh.grade.code == "II"
+    assert fresh.stage == "handle" and fresh.due_at is not None
+    assert _steps_of(fresh)[-2:] == [
+        ("register", "accepted", "registered"),
+        ("dispatch", "registered", "dispatched"),
+    ]
+    assert DispatchOrder.objects.filter(incident=fresh).count() == 3
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_an_emergency_registered_on_intake_is_written_by_one_statement(demo_city):
+    """A traffic accident (AC02) is reported, accepted, registered and dispatched in one call: after
+    the incident's INSERT, its four timeline rows and its last state are one statement (PostgreSQL)."""
+    with CaptureQueriesContext(connection) as queries:
+        incident = report(category="AC02", description="两车相撞，有人受伤")
+    writes = _incident_writes(queries)
+    assert len([q for q in writes if 'UPDATE "incidents_incident"' in q]) == 1, writes
+    if connection.vendor == "postgresql":
+        assert len(writes) == 1, writes
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert fresh.status == "dispatched" and fresh.grade is not None
+    assert _steps_of(fresh) == [
+        ("report", "", "reported"),
+        ("accept", "reported", "accepted"),
+        ("register", "accepted", "registered"),
+        ("dispatch", "registered", "dispatched"),
+    ]
+    assert {f.attname: getattr(fresh, f.attname) for f in Incident._meta.concrete_fields} == {
+        f.attname: getattr(incident, f.attname) for f in Incident._meta.concrete_fields
+    }
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_a_held_step_is_written_before_another_copy_of_its_incident_changes(demo_city):
+    """Steps held for the end of a call belong to one copy of the incident; when another copy of the same
+    row takes a step, the held one is written first, so the later change is the one that stays."""
+    from incidents import services
+
+    incident = report()
+    with transaction.atomic(), services._steps_batch():
+        first = services._locked_incident(incident.pk)
+        services._transition(first, to_status="accepted", actor=None, action="accept", source=Source.SYSTEM)
+        assert Incident.objects.get(pk=incident.pk).status == "reported"  # held, not written yet
+        second = services._locked_incident(incident.pk)  # a re-read writes what is held first
+        assert second.status == "accepted"
+        services._transition(
+            second, to_status="registered", actor=None, action="register", source=Source.SYSTEM
+        )
+        third = Incident.objects.get(pk=incident.pk)  # a copy read without the lock helper
+        services._transition(first, to_status="cancelled", actor=None, action="cancel", source=Source.SYSTEM)
+        services._transition(third, to_status="merged", actor=None, action="merge", source=Source.SYSTEM)
+    fresh = Incident.objects.get(pk=incident.pk)
+    assert [a for a, _f, _t in _steps_of(fresh)] == ["report", "accept", "register", "cancel", "merge"]
+    assert fresh.status == "merged"
