@@ -6,6 +6,7 @@ websocket; each writes its timeline row and its realtime event in the same trans
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -26,7 +27,16 @@ from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
 from config.memo import forget, memo_scope
-from config.rows import insert_rows, lock_row, lock_row_with, planned_per_call, update_row_and_insert
+from config.rows import (
+    insert_params,
+    insert_plan,
+    insert_rows,
+    inserted,
+    lock_row,
+    lock_row_with,
+    planned_per_call,
+    update_row_and_insert,
+)
 from gis.geocoding import geocode_point
 from incidents import audience, deadlines, refcache, rules
 from incidents.models import (
@@ -287,9 +297,7 @@ def _report_submit(
     try:
         # Events first, then the audit rows, each written once at the end (see publish_batch).
         with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
-            incident = _open_incident(category=category, data=data, geo=geo, reporter=reporter, now=now)
             report = Report(
-                incident=incident,
                 reporter=reporter,
                 idempotency_key=idempotency_key or "",
                 request_hash=fingerprint,
@@ -307,7 +315,10 @@ def _report_submit(
                 occurred_at=_utc(data.occurred_at) or now,
                 received_at=now,
             )
-            insert_rows([report])
+            # The incident, numbered, and its report: one statement on PostgreSQL.
+            incident = _open_incident(
+                category=category, data=data, geo=geo, reporter=reporter, now=now, report=report
+            )
             names = list(photo_names) + [""] * (len(photos) - len(photo_names))
             for photo, original_name in zip(photos, names, strict=True):
                 name = default_storage.save(
@@ -395,14 +406,20 @@ def _next_code(district_code: str, now: datetime) -> str:
 
 
 def _open_incident(
-    *, category: Category, data: ReportInput, geo: dict[str, Any], reporter: Any, now: datetime
+    *,
+    category: Category,
+    data: ReportInput,
+    geo: dict[str, Any],
+    reporter: Any,
+    now: datetime,
+    report: Report | None = None,
 ) -> Incident:
+    """Write a new incident, numbered for its district and day, and the report that opened it (if any)."""
     codes = {
         layer: (geo.get(layer) or {}).get("code", "")
         for layer in ("district", "street", "community", "grid", "block")
     }
     incident = Incident(
-        code=_next_code(codes["district"], now),
         status=Status.REPORTED,
         category=category,
         description=data.description,
@@ -420,9 +437,68 @@ def _open_incident(
         reported_by=reporter,
     )
     _enter_stage(incident, now)  # the first stage's clock, set before the one INSERT
-    insert_rows([incident])
+    if report is not None and connection.vendor == "postgresql":
+        _insert_numbered_with_report(incident, report, codes["district"], now)
+    else:
+        incident.code = _next_code(codes["district"], now)
+        insert_rows([incident])
+        if report is not None:
+            report.incident = incident
+            insert_rows([report])
     incident.remember_stored()  # a transition in this transaction (registered on intake) writes its changes
     return incident
+
+
+_SERIAL_TEXT = "CASE WHEN last < 10000 THEN lpad(last::text, 4, '0') ELSE last::text END"
+
+
+@functools.cache
+def _intake_sql() -> str:
+    """The serial's upsert, the incident's INSERT (its code made from the serial) and the report's
+    INSERT as one statement: an intake's three writes in one round trip (PostgreSQL)."""
+    quote = connection.ops.quote_name
+    serial = quote(IncidentSerial._meta.db_table)
+    incident, report = insert_plan(Incident, 1), insert_plan(Report, 1)
+    # "<district>-<YYYYMMDD>-" || the serial, four digits at least, as f"{last:04d}" writes it.
+    incident_values = [
+        f"%s || (SELECT {_SERIAL_TEXT} FROM serial)" if f.name == "code" else "%s" for f in incident.fields
+    ]
+    report_values = ["(SELECT id FROM opened)" if f.name == "incident" else "%s" for f in report.fields]
+
+    def columns(fields: list[Any]) -> str:
+        return ", ".join(quote(str(f.column)) for f in fields)
+
+    return (
+        f"WITH serial AS (INSERT INTO {serial} (district_code, day, last) VALUES (%s, %s, 1) "
+        f"ON CONFLICT (district_code, day) DO UPDATE SET last = {serial}.last + 1 RETURNING last), "
+        f"opened AS (INSERT INTO {quote(Incident._meta.db_table)} ({columns(incident.fields)}) "
+        f"VALUES ({', '.join(incident_values)}) RETURNING id, code) "
+        f"INSERT INTO {quote(Report._meta.db_table)} ({columns(report.fields)}) "
+        f"VALUES ({', '.join(report_values)}) "
+        "RETURNING id, (SELECT id FROM opened), (SELECT code FROM opened)"
+    )
+
+
+def _insert_numbered_with_report(
+    incident: Incident, report: Report, district_code: str, now: datetime
+) -> None:
+    """`_next_code`, the incident's INSERT and the report's in one statement (see `_intake_sql`)."""
+    day = timezone.localtime(now).date()
+    incident.code = f"{district_code}-{day:%Y%m%d}-"  # the prefix; the statement appends the serial
+    report_plan = insert_plan(Report, 1)
+    report_params = [
+        value
+        for f, value in zip(report_plan.fields, insert_params([report], report_plan), strict=True)
+        if f.name != "incident"
+    ]
+    params = [district_code, day, *insert_params([incident], insert_plan(Incident, 1)), *report_params]
+    with connection.cursor() as cursor:
+        cursor.execute(_intake_sql(), params)
+        report_id, incident_id, code = cursor.fetchone()
+    incident.code = str(code)
+    inserted([incident], [incident_id])
+    report.incident = incident
+    inserted([report], [report_id])
 
 
 def _distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:

@@ -71,3 +71,39 @@ def test_concurrent_intake_gets_gap_free_codes(demo_city):
     prefix = codes[0].rsplit("-", 1)[0]
     assert all(c.startswith(prefix) for c in codes)
     assert [int(c.rsplit("-", 1)[1]) for c in codes] == list(range(1, 21))
+
+
+def test_the_serial_the_incident_and_its_report_are_one_statement_and_codes_grow_past_four_digits(demo_city):
+    """On PostgreSQL an intake numbers its incident, writes it and writes its report in one statement;
+    the code reads as f"{serial:04d}" does: 0001…9999, then 10000 (not cut to four characters)."""
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from incidents.models import IncidentSerial
+
+    if connection.vendor != "postgresql":
+        pytest.fail("this test needs PostgreSQL (the suite's default)")
+    user = User.objects.get(username="grid01")
+    lon, lat = point_in(first_grid_of("grid01"))
+
+    def intake(n: int) -> Incident:
+        data = ReportInput(category="UM02", description=f"报告 {n}", lon=lon, lat=lat)
+        return report_submit(reporter=user, data=data, idempotency_key=f"serial-{n}").incident
+
+    with CaptureQueriesContext(connection) as queries:
+        first = intake(0)
+    serial_writes = [q["sql"] for q in queries.captured_queries if "incidents_incidentserial" in q["sql"]]
+    assert len(serial_writes) == 1
+    assert 'INSERT INTO "incidents_incident"' in serial_writes[0]
+    assert 'INSERT INTO "incidents_report"' in serial_writes[0]
+    assert not [q for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "incidents_report"')]
+    day = timezone.localtime(first.reported_at).date()
+    assert first.code == f"{first.district_code}-{day:%Y%m%d}-0001"
+    stored = Incident.objects.get(pk=first.pk)
+    assert stored.code == first.code
+    assert Report.objects.get(idempotency_key="serial-0").incident_id == first.pk
+
+    IncidentSerial.objects.filter(district_code=first.district_code, day=day).update(last=9998)
+    codes = [intake(n).code.rsplit("-", 1)[1] for n in (1, 2, 3)]
+    assert codes == ["9999", "10000", "10001"]
+    assert Incident.objects.filter(code__endswith="-10000").count() == 1
