@@ -571,9 +571,7 @@ def _find_duplicates(incident: Incident) -> list[int]:
     found = [-negated for _distance, negated in near[:DUPLICATES_AT_MOST]]
     if found:  # a new incident has no links yet: insert them, without the reads `.set()` would make
         through = Incident.possible_duplicates.through
-        through.objects.bulk_create(
-            [through(from_incident_id=incident.pk, to_incident_id=pk) for pk in found]
-        )
+        insert_rows([through(from_incident_id=incident.pk, to_incident_id=pk) for pk in found])
     return found
 
 
