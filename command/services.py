@@ -45,6 +45,7 @@ from incidents.services import (
     incident_mark_dispatched,
     incident_record,
     incident_system_transition,
+    opened_in_this_transaction,
     retry_on_deadlock,
 )
 from realtime.publish import publish
@@ -287,8 +288,9 @@ def incident_dispatch(
     snapshot = rule_snapshot(proposal["rule"])
     now = timezone.now()
     created: list[DispatchOrder] = []
-    # The incident row is locked: a second dispatch of the same department finds the open order.
-    busy = _departments_with_open_orders(incident.pk)
+    # The incident row is locked: a second dispatch of the same department finds the open order. An
+    # incident opened by this very call (an emergency dispatched on intake) has no orders to find.
+    busy = set() if opened_in_this_transaction(incident) else _departments_with_open_orders(incident.pk)
     for department, role in [(lead, OrderRole.LEAD), *[(d, OrderRole.ASSIST) for d in assists]]:
         if department.pk in busy:
             continue

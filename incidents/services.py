@@ -351,6 +351,7 @@ def _report_submit(
             )
             if category.register_on_intake:
                 _register_on_intake(incident, source=source)
+        setattr(incident, _OPENED_HERE, False)  # committed: from now on others may refer to it
     except IntegrityError:
         for name in saved:
             default_storage.delete(name)
@@ -446,7 +447,20 @@ def _open_incident(
             report.incident = incident
             insert_rows([report])
     incident.remember_stored()  # a transition in this transaction (registered on intake) writes its changes
+    setattr(incident, _OPENED_HERE, True)
     return incident
+
+
+_OPENED_HERE = "_opened_in_this_transaction"
+
+
+def opened_in_this_transaction(incident: Incident) -> bool:
+    """Whether this copy of the incident was inserted by the running service call.
+
+    Nothing else can refer to such a row yet (a foreign key to it waits for the commit), so a caller may
+    skip looking for its orders, say.
+    """
+    return bool(getattr(incident, _OPENED_HERE, False))
 
 
 _SERIAL_TEXT = "CASE WHEN last < 10000 THEN lpad(last::text, 4, '0') ELSE last::text END"
@@ -1323,6 +1337,7 @@ __all__ = [
     "incident_mark_dispatched",
     "incident_record",
     "incident_system_transition",
+    "opened_in_this_transaction",
     "register_action_handler",
     "report_submit",
 ]

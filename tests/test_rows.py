@@ -14,7 +14,7 @@ from django.utils import timezone
 from command.models import DispatchOrder, User
 from config.rows import insert_rows, lock_row
 from incidents.models import Incident, IncidentLogRecord, Source
-from incidents.services import incident_act
+from incidents.services import incident_act, opened_in_this_transaction
 from realtime.models import Event
 from tests.support.factories import report
 
@@ -325,6 +325,9 @@ def test_an_emergency_registered_on_intake_is_written_by_one_statement(demo_city
     assert len([q for q in writes if 'UPDATE "incidents_incident"' in q]) == 1, writes
     if connection.vendor == "postgresql":
         assert len(writes) == 1, writes
+    # An incident opened by the call has no orders yet: nobody asks (a later dispatch does, below).
+    assert not [q for q in queries.captured_queries if "FROM command_dispatchorder" in q["sql"]]
+    assert not opened_in_this_transaction(incident)  # committed: the mark does not outlive the call
     fresh = Incident.objects.get(pk=incident.pk)
     assert fresh.status == "dispatched" and fresh.grade is not None
     assert _steps_of(fresh) == [
@@ -336,6 +339,19 @@ def test_an_emergency_registered_on_intake_is_written_by_one_statement(demo_city
     assert {f.attname: getattr(fresh, f.attname) for f in Incident._meta.concrete_fields} == {
         f.attname: getattr(incident, f.attname) for f in Incident._meta.concrete_fields
     }
+    operator = User.objects.get(username="commander")
+    with CaptureQueriesContext(connection) as queries:
+        incident_act(
+            incident_id=incident.pk,
+            actor=operator,
+            action="dispatch",
+            payload={
+                "lead": DispatchOrder.objects.filter(incident=fresh).first().department.code,
+                "reason": "再次派遣",
+            },
+        )
+    assert [q for q in queries.captured_queries if "FROM command_dispatchorder" in q["sql"]]
+    assert DispatchOrder.objects.filter(incident=fresh).count() == 3  # the open order was found
 
 
 @pytest.mark.embedded
