@@ -114,6 +114,11 @@ def serialise_around_seq(record: RecordLike) -> tuple[bytes, bytes]:
     return before + b'"seq":', after
 
 
+def hash_around_seq(prev_hash: str, before: bytes, seq: int, after: bytes) -> str:
+    """`record_hash` of a record serialised by `serialise_around_seq`, numbered seq after prev_hash."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + before + str(int(seq)).encode() + after).hexdigest()
+
+
 def record_hash(record: RecordLike) -> str:
     """SHA-256 over the previous record's hash and this record's canonical serialisation."""
     digest = hashlib.sha256()

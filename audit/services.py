@@ -19,7 +19,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
-from audit.chain import canonical_json, record_hash, serialise_around_seq
+from audit.chain import canonical_json, hash_around_seq, record_hash, serialise_around_seq
 from audit.models import GENESIS_HASH, AuditHead, AuditRecord
 from config.rows import insert_rows, inserted
 
@@ -174,9 +174,9 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
         insert_rows(records)
         head.save(update_fields=["seq", "hash"])
         return
-    for record, (_pk, seq, prev_hash, digest) in zip(records, rows, strict=True):
+    for record, (before, after), (_pk, seq, prev_hash, digest) in zip(records, split, rows, strict=True):
         record.seq, record.prev_hash, record.hash = int(seq), str(prev_hash), str(digest)
-        if record_hash(record) != record.hash:
+        if hash_around_seq(record.prev_hash, before, record.seq, after) != record.hash:
             raise RuntimeError(
                 f"audit record {record.seq}: the hash PostgreSQL computed does not match audit/chain.py "
                 "(is the database encoding UTF8?)"

@@ -6,6 +6,7 @@ asserts that `audit_verify` exits 1 naming the first broken record.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from io import StringIO
 from typing import Any
@@ -445,7 +446,7 @@ def test_the_serialisation_split_around_the_sequence_number_rebuilds_it(seq, tex
     """What the PostgreSQL writer hashes (before ‖ the number's text ‖ after) is exactly `serialise`."""
     from datetime import UTC, datetime
 
-    from audit.chain import canonical_json, serialise, serialise_around_seq
+    from audit.chain import canonical_json, hash_around_seq, serialise, serialise_around_seq
 
     record = AuditRecord(
         seq=seq,
@@ -463,3 +464,5 @@ def test_the_serialisation_split_around_the_sequence_number_rebuilds_it(seq, tex
     before, after = serialise_around_seq(record)
     assert before + str(seq).encode() + after == serialise(record)
     assert record.seq == seq
+    record.prev_hash = hashlib.sha256(text.encode()).hexdigest()
+    assert hash_around_seq(record.prev_hash, before, seq, after) == record_hash(record)
