@@ -146,10 +146,38 @@ def test_the_written_tables_carry_no_index_that_nothing_reads():
     incident = indexes("incidents_incident")
     assert not [name for name, sql in incident.items() if "pattern_ops" in sql], incident
     assert len(incident) == 16, sorted(incident)
-    # The category is still served, by the composite index that starts with it.
-    assert any("(category_id, reported_at DESC)" in sql for sql in incident.values()), incident
+    # The category is still served, by the composite index that starts with it (migration 0008).
+    assert any("(category_id, reported_at DESC, id DESC)" in sql for sql in incident.values()), incident
     assert not [sql for sql in indexes("audit_auditrecord").values() if "pattern_ops" in sql]
     entries = indexes("realtime_feedentry")
     assert sorted(entries) == sorted(
         ["realtime_feedentry_pkey", "feed_entry_user_seq", "realtime_feedentry_event_id_eded3026"]
     ), entries
+
+
+def test_a_category_list_reads_its_own_index_after_a_storm_of_another_category(demo_city):
+    """20,000 reports of one kind in the last hours (a storm), then the list of another category: its
+    first page comes from the (category, -reported_at, -id) index in order (migration 0008), not from
+    walking the storm's rows backwards in time (74 ms on the benchmark's database, 0.06 ms with it)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from incidents.models import Category
+
+    seed = report(category="UM04", description="垃圾堆放")
+    columns = [str(f.column) for f in Incident._meta.concrete_fields if not f.primary_key]
+    copied = {"code": "code || '-' || g", "reported_at": "now() - g * interval '1 second'"}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO incidents_incident ({', '.join(columns)}) "
+            f"SELECT {', '.join(copied.get(c, c) for c in columns)} "
+            "FROM incidents_incident, generate_series(1, 20000) AS g WHERE id = %s",
+            [seed.pk],
+        )
+        cursor.execute("ANALYZE incidents_incident")
+    other = Category.objects.get(code="AC05")
+    since = timezone.now() - timedelta(days=7)
+    page = Incident.objects.filter(category=other, reported_at__gte=since).order_by("-reported_at", "-id")
+    plan = page[:51].explain()
+    assert "incident_category_newest" in plan and "Sort" not in plan, plan
