@@ -111,6 +111,7 @@ def _chain_and_write(records: list[AuditRecord]) -> None:
 _CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
 
+@functools.cache
 def _given_fields() -> list[Any]:
     meta = AuditRecord._meta
     return [f for f in meta.concrete_fields if f is not meta.pk and f.name not in _CHAIN_FIELDS]

@@ -109,12 +109,12 @@ def insert_plan(model: type[Model], rows: int) -> InsertPlan:
     back in the order of the rows. Built once per model (and row count where it matters). For a caller
     that puts the INSERT inside a larger statement; `insert_rows` is the whole job for everyone else.
     """
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if f is not meta.pk]
-    columnar = rows > 1 and _unnestable(fields)
-    key = (model, 0 if columnar else rows)
-    plan = _inserting.get(key)
+    plan = (_inserting.get((model, 0)) if rows > 1 else None) or _inserting.get((model, rows))
     if plan is None:
+        meta = model._meta
+        fields = [f for f in meta.concrete_fields if f is not meta.pk]
+        columnar = rows > 1 and _unnestable(fields)
+        key = (model, 0 if columnar else rows)
         quote = connection.ops.quote_name
         columns = ", ".join(quote(str(f.column)) for f in fields)
         if columnar:
