@@ -9,15 +9,21 @@ Channels app — and prints each figure beside the baselines measured in the sam
   * channels' naive fan-out: one `group_send` per connection, to N connections.
 Clients are real websocket clients (the `websockets` library) in this process, except the idle "others"
 of the intake latency, held by a helper process so that the timed client does not share its interpreter
-with them; the timed reports go over one kept-alive HTTP connection. Nothing here asserts.
+with them; the timed reports go over one kept-alive HTTP connection. Under each intake phase it prints
+the CPU each party used per report over the timed window: daphne A (takes the POSTs), daphne B (holds
+the lead client, whose acks mark the orders delivered), this process, and PostgreSQL (all of its
+processes on the machine). Nothing here asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import http.client
 import json
+import operator
 import os
 import socket
 import statistics
@@ -52,6 +58,31 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL process on this machine (its backends come and go)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += cpu_s(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
+# Per timed phase: the CPU each party used per report (milliseconds), printed under its figures.
+cpu_per_report: dict[str, float] = {}
+# The product's daphne processes by name ("A" takes the POSTs, "B" holds the lead client).
+daphne_pids: dict[str, int] = {}
 
 
 class World:
@@ -175,6 +206,9 @@ class Client:
         self.url = base.replace("http://", "ws://") + "/ws/stream/"
         self.ticket = ticket
         self.arrivals: dict[str, float] = {}
+        # Woken on an arrival, so that the harness waits without polling (a polling loop would take CPU
+        # from the servers it measures, on a machine of two cores).
+        self.arrived = asyncio.Condition()
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -193,6 +227,8 @@ class Client:
                     key = watch(message)
                     if key is not None:
                         self.arrivals[key] = now
+                        async with self.arrived:
+                            self.arrived.notify_all()
                     await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
 
 
@@ -348,6 +384,10 @@ async def intake_latency(
     )[0]
     latencies = []
     answers.clear()
+    parties = {f"daphne {name}": pid for name, pid in daphne_pids.items()}
+    parties["this bench process"] = os.getpid()
+    before = {name: cpu_s(pid) for name, pid in parties.items()}
+    before["PostgreSQL"] = postgres_cpu_s()
     loop = asyncio.get_running_loop()
     conn = http.client.HTTPConnection(a.removeprefix("http://"), timeout=30)
     for n in range(samples):
@@ -357,10 +397,16 @@ async def intake_latency(
         answers.append((time.perf_counter() - sent) * 1000)
         assert status == 201, body
         key = str(body["id"])
-        deadline = time.perf_counter() + 10
-        while key not in lead.arrivals and time.perf_counter() < deadline:
-            await asyncio.sleep(0.0005)
+        async with lead.arrived:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    lead.arrived.wait_for(functools.partial(operator.contains, lead.arrivals, key)), 10
+                )
         latencies.append((lead.arrivals.get(key, float("inf")) - sent) * 1000)
+    after = {name: cpu_s(pid) for name, pid in parties.items()}
+    after["PostgreSQL"] = postgres_cpu_s()
+    cpu_per_report.clear()
+    cpu_per_report.update({name: (after[name] - before[name]) * 1000 / samples for name in after})
     conn.close()
     await close_clients([lead])
     if helper is not None:
@@ -459,8 +505,9 @@ async def run(args: argparse.Namespace) -> None:
     world = World()
     world.start()
     try:
-        a, _ = world.daphne()
+        a, pid_a = world.daphne()
         b, pid_b = world.daphne()
+        daphne_pids.update({"A": pid_a.pid, "B": pid_b.pid})
         bare, _ = world.daphne("bench.bare_asgi:application")
         fanouts = [int(x) for x in args.fanout.split(",") if x]
         cores = os.cpu_count()
@@ -489,6 +536,8 @@ async def run(args: argparse.Namespace) -> None:
             )
             line("  the POST's own answer, p50", f"{statistics.median(answers):.1f} ms")
             line("  the POST's own answer, p99", f"{pct(answers, 99):.1f} ms")
+            spent = ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_per_report.items())
+            print(f"  CPU per report (ms): {spent}")
         for n in fanouts:
             write_ms, last_ms, got = await warning_fanout(a, b, n)
             target = "≤ 250 ms" if n <= 1000 else "≤ 1000 ms"
