@@ -34,7 +34,7 @@ from command.models import (
     User,
 )
 from config.memo import memo_scope
-from config.rows import insert_rows
+from config.rows import insert_rows, lock_row
 from config.security import redact_text
 from gis.geocoding import parse_coordinate
 from incidents import audience, deadlines, refcache
@@ -42,11 +42,13 @@ from incidents.models import Incident, Source
 from incidents.photos import CheckedPhoto
 from incidents.services import (
     ActionError,
+    incident_for_step,
     incident_mark_dispatched,
     incident_record,
     incident_system_transition,
     opened_in_this_transaction,
     retry_on_deadlock,
+    service_transaction,
 )
 from realtime.publish import publish
 
@@ -529,7 +531,7 @@ def _order_act_atomic(
     photos: Sequence[CheckedPhoto],
     saved: list[str],
 ) -> DispatchOrder:
-    with transaction.atomic():
+    with service_transaction():
         order = (
             DispatchOrder.objects.select_for_update(of=("self",))
             .select_related("department", "incident", "incident__category", "incident__grade")
@@ -785,25 +787,45 @@ def _after_order_change(order: DispatchOrder, *, actor: Any, action: str, source
 
 def order_mark_delivered(*, order_id: int, at: datetime | None = None) -> bool:
     """Record the first acknowledgement of an order by its department's client (once)."""
-    at = at or timezone.now()
-    with transaction.atomic():
+    moment = at or timezone.now()
+    return retry_on_deadlock(lambda: _order_mark_delivered(order_id, moment))
+
+
+def _departments_by_id() -> dict[int, Department]:
+    """Every department by id (kept per process: refcache; a department's save bumps the version)."""
+    return refcache.kept("departments_by_id", lambda: {d.pk: d for d in Department.objects.all()})
+
+
+def _order_mark_delivered(order_id: int, at: datetime) -> bool:
+    with service_transaction():
         # Once only: an order upheld back to "issued" after a rejection keeps its first delivery time.
-        changed = DispatchOrder.objects.filter(
-            pk=order_id, status=OrderStatus.ISSUED, delivered_at__isnull=True
-        ).update(status=OrderStatus.DELIVERED, delivered_at=at)
-        if not changed:
-            return False
-        order = DispatchOrder.objects.select_related(
-            "department", "incident", "incident__category", "incident__grade"
-        ).get(pk=order_id)
+        # (One plain statement: this runs at every first ack of an order, on the websocket's path.)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {DispatchOrder._meta.db_table} SET status = %s, delivered_at = %s "
+                "WHERE id = %s AND status = %s AND delivered_at IS NULL",
+                [
+                    OrderStatus.DELIVERED,
+                    connection.ops.adapt_datetimefield_value(at),
+                    order_id,
+                    OrderStatus.ISSUED,
+                ],
+            )
+            if cursor.rowcount != 1:
+                return False
+        order = lock_row(DispatchOrder, order_id)  # already locked by the UPDATE: no wait
+        # Its incident with category, grade, reporters and the reference versions in one read. Not
+        # locked: an intake that links a duplicate to it takes a key-share lock on it at commit, after
+        # taking the command centre's feeds, which this step takes next (a lock here would deadlock).
+        order.incident = incident_for_step(order.incident_id)
+        department = _departments_by_id().get(order.department_id)
+        order.department = department or Department.objects.get(pk=order.department_id)
         _order_log(
             order, actor=None, action="delivered", source=Source.SYSTEM, from_status=OrderStatus.ISSUED
         )
         # The department knows it has the order; the command centre is who needs to see "delivered".
-        centre = User.objects.filter(role__in=[Role.OPERATOR, Role.COMMANDER], is_active=True)
-        _order_event(
-            "order.updated", order, action="delivered", recipients=list(centre.values_list("pk", flat=True))
-        )
+        # (Its active staff from the kept directory: no read of the users table per acknowledgement.)
+        _order_event("order.updated", order, action="delivered", recipients=audience.directory().centre)
         return True
 
 

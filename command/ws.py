@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Subquery
+
 from command import rules
 from command.models import DispatchOrder
 from command.selectors import orders_visible_to
@@ -58,13 +60,13 @@ def orders_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]
     """An order counts as delivered at the first ack of its created event by its department's client."""
     from command.models import User
 
-    department_id = User.objects.filter(pk=user_id).values_list("department_id", flat=True).first()
-    if department_id is None:
-        return
     order_ids = [data["id"] for name, data in events if name == "order.created" and "id" in data]
-    for order_id in DispatchOrder.objects.filter(pk__in=order_ids, department_id=department_id).values_list(
-        "pk", flat=True
-    ):
+    if not order_ids:
+        return  # most acknowledgements: nothing to read
+    # The user's department, read in the same statement as the orders it holds.
+    department = User.objects.filter(pk=user_id).values("department_id")
+    held = DispatchOrder.objects.filter(pk__in=order_ids, department_id=Subquery(department))
+    for order_id in held.values_list("pk", flat=True):
         order_mark_delivered(order_id=order_id)
 
 

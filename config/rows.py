@@ -25,9 +25,10 @@ from django.db.transaction import TransactionManagementError
 M = TypeVar("M", bound=Model)
 
 _lock = threading.Lock()
-# (model, extra SQL) -> (SQL, attnames in select order, converters by column position, their compiler)
+# (model, extra SQL, locked) -> (SQL, attnames in select order, converters by column position, compiler)
 _locking: dict[
-    tuple[type[Model], str], tuple[str, list[str], dict[int, tuple[list[Callable[..., Any]], Any]], Any]
+    tuple[type[Model], str, bool],
+    tuple[str, list[str], dict[int, tuple[list[Callable[..., Any]], Any]], Any],
 ] = {}
 # (model, rows; 0 for any number through UNNEST) -> the INSERT
 _inserting: dict[tuple[type[Model], int], InsertPlan] = {}
@@ -36,11 +37,12 @@ _updating: dict[tuple[type[Model], tuple[str, ...]], tuple[str, list[Any]]] = {}
 
 
 def _locking_plan(
-    model: type[Model], extra: str = ""
+    model: type[Model], extra: str = "", lock: bool = True
 ) -> tuple[str, list[str], dict[int, tuple[list[Any], Any]], Any]:
-    plan = _locking.get((model, extra))
+    plan = _locking.get((model, extra, lock))
     if plan is None:
-        query = model._default_manager.select_for_update().filter(pk=0).query
+        manager = model._default_manager
+        query = (manager.select_for_update() if lock else manager.all()).filter(pk=0).query
         compiler = query.get_compiler(connection.alias)
         sql, _params = compiler.as_sql()  # the one parameter is the primary key
         names = [column.target.attname for column, _sql, _alias in compiler.select]
@@ -49,7 +51,7 @@ def _locking_plan(
             sql = sql.replace(" FROM ", f", {extra} FROM ", 1)
         plan = (sql, names, converters, compiler)
         with _lock:
-            _locking[(model, extra)] = plan
+            _locking[(model, extra, lock)] = plan
     return plan
 
 
@@ -68,7 +70,16 @@ def lock_row_with(model: type[M], pk: int, extra: str) -> tuple[M, tuple[Any, ..
     """
     if connection.get_autocommit():  # as the ORM refuses it: a lock outside a transaction holds nothing
         raise TransactionManagementError("lock_row cannot be used outside of a transaction.")
-    sql, names, converters, compiler = _locking_plan(model, extra)
+    return _read_row_with(model, pk, extra, lock=True)
+
+
+def read_row_with(model: type[M], pk: int, extra: str) -> tuple[M, tuple[Any, ...]]:
+    """`lock_row_with` without the lock: the row as committed, for a step that must not wait on it."""
+    return _read_row_with(model, pk, extra, lock=False)
+
+
+def _read_row_with(model: type[M], pk: int, extra: str, *, lock: bool) -> tuple[M, tuple[Any, ...]]:
+    sql, names, converters, compiler = _locking_plan(model, extra, lock)
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk])
         row = cursor.fetchone()

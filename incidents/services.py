@@ -35,6 +35,7 @@ from config.rows import (
     lock_row,
     lock_row_with,
     planned_per_call,
+    read_row_with,
     update_row_and_insert,
 )
 from gis.geocoding import geocode_point
@@ -148,6 +149,17 @@ def _steps_batch() -> Iterator[None]:
     finally:
         _steps.reset(token)
     _write_steps(steps)
+
+
+@contextmanager
+def service_transaction() -> Iterator[None]:
+    """The transaction of one service call, with its timeline rows, events and audit records batched.
+
+    Each kind is written by one statement when the call ends, in the lock order incident, feeds, audit
+    head (`_steps_batch`, `publish_batch`, `audit_batch`); nested in another, it joins the outer one.
+    """
+    with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
+        yield
 
 
 def _write_steps(steps: _Steps) -> None:
@@ -296,7 +308,7 @@ def _report_submit(
     collecting = _written.set(written)
     try:
         # Events first, then the audit rows, each written once at the end (see publish_batch).
-        with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
+        with service_transaction():
             report = Report(
                 reporter=reporter,
                 idempotency_key=idempotency_key or "",
@@ -635,7 +647,7 @@ def incident_act(
 def _incident_act(
     incident_id: int, actor: Any, action: str, source: str, payload: dict[str, Any]
 ) -> Incident:
-    with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
+    with service_transaction():
         incident = _locked_incident(incident_id)
         transition = rules.check(
             action=action,
@@ -666,11 +678,12 @@ def _categories_by_id() -> dict[int, Category]:
     return refcache.kept("categories_by_id", read)
 
 
-def _locked_incident(incident_id: int) -> Incident:
+def _locked_incident(incident_id: int, *, lock: bool = True) -> Incident:
     """The incident's row, locked in this transaction, with category, family and grade from the kept maps.
 
     Reference rows come from refcache rather than a join, which keeps the lock a plain primary-key read.
     Steps held for the call (`_steps_batch`) are written first, so the row read is the row as it stands.
+    lock=False reads the row as committed, without waiting on (or holding) its lock.
     """
     steps = _steps.get()
     if steps is not None:
@@ -680,13 +693,16 @@ def _locked_incident(incident_id: int) -> Incident:
         table, reports = Incident._meta.db_table, Report._meta.db_table
         # The reference versions too (refcache): the action's lookups then need no read of their own.
         reporters = f"ARRAY(SELECT reporter_id FROM {reports} WHERE incident_id = {table}.id)"
-        incident, (reporter_ids, ref, territory) = lock_row_with(
+        read = lock_row_with if lock else read_row_with
+        incident, (reporter_ids, ref, territory) = read(
             Incident, incident_id, f"{reporters}, {refcache.versions_sql()}"
         )
         audience.remember_reporters(incident.pk, [int(r) for r in reporter_ids])
         refcache.remember_versions(ref, territory)
-    else:
+    elif lock:
         incident = lock_row(Incident, incident_id)
+    else:
+        incident = Incident.objects.get(pk=incident_id)
     category = _categories_by_id().get(incident.category_id)
     if category is None:  # a category added a moment ago in another process
         category = Category.objects.select_related("parent").get(pk=incident.category_id)
@@ -1321,6 +1337,15 @@ def _record(
     return record
 
 
+def incident_for_step(incident_id: int) -> Incident:
+    """The incident as committed, for another app's step that records on it without changing its row.
+
+    Category, grade and reporters come with it, as with a locked incident, but its row is not locked:
+    such a step (an order's delivery) must not wait on, nor hold up, the incident's own actions.
+    """
+    return _locked_incident(incident_id, lock=False)
+
+
 def incident_record(incident: Incident, **kwargs: Any) -> IncidentLogRecord:
     """Write a timeline row and its realtime event for a step taken by another app (e.g. an order)."""
     return _record(incident, **kwargs)
@@ -1334,10 +1359,12 @@ __all__ = [
     "ReportInput",
     "deadlines_tick",
     "incident_act",
+    "incident_for_step",
     "incident_mark_dispatched",
     "incident_record",
     "incident_system_transition",
     "opened_in_this_transaction",
     "register_action_handler",
     "report_submit",
+    "service_transaction",
 ]
