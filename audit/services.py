@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from audit.chain import canonical_json, hash_around_seq, record_hash, serialise_around_seq
 from audit.models import GENESIS_HASH, AuditHead, AuditRecord
-from config.rows import insert_rows, inserted
+from config.rows import execute_then, insert_rows, inserted
 
 SOURCES = ("web", "api", "websocket", "system", "admin", "cli")
 
@@ -166,23 +166,27 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
     split = [serialise_around_seq(record) for record in records]
     params: list[Any] = [[before for before, _after in split], [after for _before, after in split]]
     params += [[f.get_db_prep_save(f.pre_save(record, True), db) for record in records] for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(_chaining_sql(), params)
-        rows = sorted(cursor.fetchall(), key=lambda row: int(row[1]))
-    if not rows:  # a fresh or flushed database: the ORM path creates the head (see _locked_head)
-        head = _locked_head()
-        head.seq, head.hash = _link(records, head.seq, head.hash)
-        insert_rows(records)
-        head.save(update_fields=["seq", "hash"])
-        return
-    for record, (before, after), (_pk, seq, prev_hash, digest) in zip(records, split, rows, strict=True):
-        record.seq, record.prev_hash, record.hash = int(seq), str(prev_hash), str(digest)
-        if hash_around_seq(record.prev_hash, before, record.seq, after) != record.hash:
-            raise RuntimeError(
-                f"audit record {record.seq}: the hash PostgreSQL computed does not match audit/chain.py "
-                "(is the database encoding UTF8?)"
-            )
-    inserted(records, [row[0] for row in rows])
+
+    def then(returned: list[tuple[Any, ...]]) -> None:
+        rows = sorted(returned, key=lambda row: int(row[1]))
+        if not rows:  # a fresh or flushed database: the ORM path creates the head (see _locked_head)
+            head = _locked_head()
+            head.seq, head.hash = _link(records, head.seq, head.hash)
+            insert_rows(records)
+            head.save(update_fields=["seq", "hash"])
+            return
+        for record, (before, after), (_pk, seq, prev_hash, digest) in zip(records, split, rows, strict=True):
+            record.seq, record.prev_hash, record.hash = int(seq), str(prev_hash), str(digest)
+            if hash_around_seq(record.prev_hash, before, record.seq, after) != record.hash:
+                raise RuntimeError(
+                    f"audit record {record.seq}: the hash PostgreSQL computed does not match audit/chain.py "
+                    "(is the database encoding UTF8?)"
+                )
+        inserted(records, [row[0] for row in rows])
+
+    # Sent with the transaction's other closing writes when a service transaction closes
+    # (config.rows.pipelined_writes); the hashes are checked before the commit either way.
+    execute_then(_chaining_sql(), params, then)
 
 
 _deferred: ContextVar[list[AuditRecord] | None] = ContextVar("audit_batch", default=None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
@@ -174,9 +175,7 @@ def insert_rows(objs: Sequence[Model]) -> None:
             model._default_manager.bulk_create(list(objs))
         return
     plan = insert_plan(model, len(objs))
-    with connection.cursor() as cursor:
-        cursor.execute(plan.sql, insert_params(objs, plan))
-        inserted(objs, [row[0] for row in cursor.fetchall()])
+    execute_then(plan.sql, insert_params(objs, plan), lambda rows: inserted(objs, [row[0] for row in rows]))
 
 
 def _update_plan(model: type[Model], key: tuple[str, ...]) -> tuple[str, list[Any]]:
@@ -233,21 +232,114 @@ def update_row_and_insert(obj: Model, field_names: Sequence[str], objs: Sequence
         raise ValueError("insert_rows writes new rows: their primary keys are the database's to give")
     update, update_fields = _update_plan(type(obj), tuple(field_names))
     insert = insert_plan(type(objs[0]), len(objs))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH updated AS ({update} RETURNING 1) {insert.sql}, (SELECT count(*) FROM updated)",
-            [*_update_params(obj, update_fields), *insert_params(objs, insert)],
-        )
-        rows = cursor.fetchall()
+
+    def then(rows: list[tuple[Any, ...]]) -> None:
         if int(rows[0][1]) != 1:  # no row to update: take the new rows back too, then say so
             meta = type(objs[0])._meta
             quote = connection.ops.quote_name
-            cursor.execute(
-                f"DELETE FROM {quote(meta.db_table)} WHERE {quote(str(meta.pk.column))} = ANY(%s)",
-                [[row[0] for row in rows]],
-            )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {quote(meta.db_table)} WHERE {quote(str(meta.pk.column))} = ANY(%s)",
+                    [[row[0] for row in rows]],
+                )
             raise _missing(obj)
-    inserted(objs, [row[0] for row in rows])
+        inserted(objs, [row[0] for row in rows])
+
+    execute_then(
+        f"WITH updated AS ({update} RETURNING 1) {insert.sql}, (SELECT count(*) FROM updated)",
+        [*_update_params(obj, update_fields), *insert_params(objs, insert)],
+        then,
+    )
+
+
+class _Writes:
+    """The closing writes of one service transaction, sent to PostgreSQL together (`pipelined_writes`)."""
+
+    def __init__(self) -> None:
+        self.collecting = False
+        self.pending: list[tuple[str, list[Any], Callable[[list[tuple[Any, ...]]], None]]] = []
+
+    @contextmanager
+    def from_here(self) -> Iterator[None]:
+        """Innermost: when the body ends normally, the batches' writes (their exits) are collected."""
+        yield
+        self.collecting = True
+
+
+_writes: ContextVar[_Writes | None] = ContextVar("pipelined_writes", default=None)
+
+
+class _Joined:
+    @contextmanager
+    def from_here(self) -> Iterator[None]:
+        yield
+
+
+@contextmanager
+def pipelined_writes() -> Iterator[_Writes | _Joined]:
+    """Send the writes that batches make as they close in one round trip (PostgreSQL's pipeline mode).
+
+    A service transaction ends with a write of its timeline rows, one of its events and one of its
+    audit records, each a statement that waited for its answer before the next went out. Open this
+    right inside the transaction and outside the batches, and its `from_here()` innermost::
+
+        with transaction.atomic(), pipelined_writes() as writes, audit_batch(), ..., writes.from_here():
+
+    Statements sent through `execute_then` while the batches close are then collected, and sent
+    together when this block ends, still inside the transaction and in the same order; PostgreSQL runs
+    them one after another as before (the lock order stays), and each caller's `then` gets its rows,
+    in order, before the commit. An error is raised as the ORM raises it (a deadlock is an
+    OperationalError, which `retry_on_deadlock` retries), and the later `then`s are not called.
+    Statements run in the body are not collected: a write the body needs before a read goes out at once.
+    Nested blocks join the outermost. Elsewhere than on PostgreSQL, nothing is collected.
+    """
+    if _writes.get() is not None or connection.vendor != "postgresql":
+        yield _Joined()
+        return
+    writes = _Writes()
+    token = _writes.set(writes)
+    try:
+        yield writes
+    finally:
+        _writes.reset(token)
+    if writes.pending:  # reached only when the block ended normally
+        _send_together(writes.pending)
+
+
+def _send_together(pending: list[tuple[str, list[Any], Callable[[list[tuple[Any, ...]]], None]]]) -> None:
+    if len(pending) == 1:
+        sql, params, then = pending[0]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        then(rows)
+        return
+    cursors = []
+    try:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            for sql, params, _then in pending:
+                cursor = connection.cursor()
+                cursors.append(cursor)
+                cursor.execute(sql, params)
+        # The pipeline is synced as its block ends: every statement's rows are in its cursor.
+        results = [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    for (_sql, _params, then), rows in zip(pending, results, strict=True):
+        then(rows)
+
+
+def execute_then(sql: str, params: list[Any], then: Callable[[list[tuple[Any, ...]]], None]) -> None:
+    """Run a statement and pass its rows to `then` (PostgreSQL); collected if a pipelined batch is closing."""
+    writes = _writes.get()
+    if writes is not None and writes.collecting:
+        writes.pending.append((sql, params, then))
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    then(rows)
 
 
 @contextmanager

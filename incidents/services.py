@@ -34,6 +34,7 @@ from config.rows import (
     inserted,
     lock_row,
     lock_row_with,
+    pipelined_writes,
     planned_per_call,
     read_row_with,
     update_row_and_insert,
@@ -156,9 +157,17 @@ def service_transaction() -> Iterator[None]:
     """The transaction of one service call, with its timeline rows, events and audit records batched.
 
     Each kind is written by one statement when the call ends, in the lock order incident, feeds, audit
-    head (`_steps_batch`, `publish_batch`, `audit_batch`); nested in another, it joins the outer one.
+    head (`_steps_batch`, `publish_batch`, `audit_batch`), and the three statements go to PostgreSQL in
+    one round trip (`pipelined_writes`); nested in another, it joins the outer one.
     """
-    with transaction.atomic(), audit_batch(), publish_batch(), _steps_batch():
+    with (
+        transaction.atomic(),
+        pipelined_writes() as writes,
+        audit_batch(),
+        publish_batch(),
+        _steps_batch(),
+        writes.from_here(),
+    ):
         yield
 
 

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.rows import insert_params, insert_plan, insert_rows, inserted
+from config.rows import execute_then, insert_params, insert_plan, insert_rows, inserted
 from realtime.events import check_event
 from realtime.groups import FANOUT_GROUP
 from realtime.loop import TIMEOUT_S, run_sync
@@ -126,26 +126,29 @@ def _write_batch(pending: list[_Pending]) -> None:
         users.extend(item.user_ids)
         ordinals.extend([k] * len(item.user_ids))
     insert = insert_plan(Event, len(events))
-    with connection.cursor() as cursor:
-        # One statement: the events inserted (their ids ascend in the order listed: the k-th id is the
-        # k-th event), each recipient's feed head moved on by its number of events (`_HEADS`), each
-        # recipient's events numbered consecutively in event order after its old head, the feed entries
-        # written; every event comes back, with its entries.
-        cursor.execute(
-            f"WITH ev AS ({insert.sql}), "
-            "ordinal AS (SELECT id AS event_id, row_number() OVER (ORDER BY id) AS k FROM ev), "
-            "pairs AS (SELECT p.user_id, ordinal.event_id "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, k) JOIN ordinal ON ordinal.k = p.k), "
-            f"{_NUMBERED} "
-            "SELECT ordinal.event_id, entries.user_id, entries.seq "
-            "FROM ordinal LEFT JOIN entries ON entries.event_id = ordinal.event_id",
-            [*insert_params(events, insert), users, ordinals],
-        )
-        rows = cursor.fetchall()
-    inserted(events, sorted({int(row[0]) for row in rows}))
-    seqs = _seqs_by_event(row for row in rows if row[1] is not None)
-    for event in events:
-        _push_after_commit(event.pk, _fanout_message(event, seqs.get(event.pk, [])))
+
+    def then(rows: list[tuple[Any, ...]]) -> None:
+        inserted(events, sorted({int(row[0]) for row in rows}))
+        seqs = _seqs_by_event(row for row in rows if row[1] is not None)
+        for event in events:
+            _push_after_commit(event.pk, _fanout_message(event, seqs.get(event.pk, [])))
+
+    # One statement: the events inserted (their ids ascend in the order listed: the k-th id is the k-th
+    # event), each recipient's feed head moved on by its number of events (`_HEADS`), each recipient's
+    # events numbered consecutively in event order after its old head, the feed entries written; every
+    # event comes back, with its entries. (Sent with the transaction's other closing writes when a
+    # service transaction closes: config.rows.pipelined_writes.)
+    execute_then(
+        f"WITH ev AS ({insert.sql}), "
+        "ordinal AS (SELECT id AS event_id, row_number() OVER (ORDER BY id) AS k FROM ev), "
+        "pairs AS (SELECT p.user_id, ordinal.event_id "
+        "FROM unnest(%s::bigint[], %s::bigint[]) AS p(user_id, k) JOIN ordinal ON ordinal.k = p.k), "
+        f"{_NUMBERED} "
+        "SELECT ordinal.event_id, entries.user_id, entries.seq "
+        "FROM ordinal LEFT JOIN entries ON entries.event_id = ordinal.event_id",
+        [*insert_params(events, insert), users, ordinals],
+        then,
+    )
 
 
 _FEED, _ENTRY = Feed._meta.db_table, FeedEntry._meta.db_table

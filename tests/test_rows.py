@@ -11,6 +11,7 @@ from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.models import AuditRecord
 from command.models import DispatchOrder, User
 from config.rows import insert_rows, lock_row
 from incidents.models import Incident, IncidentLogRecord, Source
@@ -377,3 +378,72 @@ def test_a_held_step_is_written_before_another_copy_of_its_incident_changes(demo
     fresh = Incident.objects.get(pk=incident.pk)
     assert [a for a, _f, _t in _steps_of(fresh)] == ["report", "accept", "register", "cancel", "merge"]
     assert fresh.status == "merged"
+
+
+def _exchanges(trace: str) -> list[list[str]]:
+    """The frontend's messages of a libpq protocol trace, cut into round trips (each ends with a Sync)."""
+    trips: list[list[str]] = [[]]
+    for line in trace.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or parts[0] != "F":
+            continue
+        trips[-1].append(parts[2])
+        if parts[2] == "Sync":
+            trips.append([])
+    return [trip for trip in trips if "Execute" in trip]
+
+
+@pytest.mark.django_db
+def test_a_service_transaction_sends_its_closing_writes_in_one_round_trip(demo_city, tmp_path):
+    """Timeline rows, events and audit records: three statements, one round trip (pipelined_writes)."""
+    import psycopg
+
+    operator = User.objects.get(username="operator")
+    incident = report(category="UM03", description="违章搭建")  # warms the kept reference data
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    path = tmp_path / "libpq.trace"
+    with path.open("w") as out:
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            incident_act(incident_id=incident.pk, actor=operator, action="accept")
+        finally:
+            pgconn.untrace()
+    trips = _exchanges(path.read_text())
+    # The lock of the incident (with its reporters and versions), then the incident's UPDATE with its
+    # timeline row, the event with its feeds and the audit record, sent together.
+    assert [trip.count("Execute") for trip in trips] == [1, 3], trips
+    # What the three wrote, each caller having had its rows back (keys, hashes checked) before commit.
+    assert Incident.objects.get(pk=incident.pk).status == "accepted"
+    assert IncidentLogRecord.objects.filter(incident=incident, action="accept").exists()
+    assert Event.objects.filter(name="incident.updated", data__id=incident.pk, data__action="accept").exists()
+    assert AuditRecord.objects.filter(object_id=incident.pk, action="accept").exists()
+
+
+@pytest.mark.django_db
+def test_an_error_among_the_pipelined_writes_is_raised_as_the_orm_raises_it_and_nothing_stays():
+    from django.db.utils import DataError
+
+    from config.rows import execute_then, pipelined_writes
+
+    seen: list[str] = []
+    before = Event.objects.count()
+    # The closing writes are made by hand here, after `from_here()` ends as a service's body would.
+    insert = (
+        "INSERT INTO realtime_event (name, version, at, data) VALUES ('x.y', 1, now(), '{}') RETURNING id"
+    )
+    with (
+        pytest.raises(DataError, match="division by zero"),
+        transaction.atomic(),
+        pipelined_writes() as writes,
+    ):
+        with writes.from_here():
+            execute_then("SELECT 1", [], lambda rows: seen.append(f"body {rows}"))
+        assert seen == ["body [(1,)]"], "a statement of the body runs at once"
+        execute_then(insert, [], lambda rows: seen.append("insert"))
+        execute_then("SELECT 1 / %s", [0], lambda rows: seen.append("division"))
+        execute_then("SELECT 2", [], lambda rows: seen.append("after"))
+        assert seen == ["body [(1,)]"], "collected, not yet sent"
+    assert seen == ["body [(1,)]"], "no caller had rows from a failed round trip"
+    assert Event.objects.count() == before
