@@ -38,6 +38,22 @@ def db(func: Any) -> Any:
     return database_sync_to_async(func, thread_sensitive=False)
 
 
+def _ack_and_notify(user_id: int, seq: int) -> None:
+    """Move a user's ack forward, then run each ack hook on what was acknowledged for the first time.
+
+    One trip to the thread pool for the whole flush (each trip also takes a pooled connection). Each
+    hook runs in its own transactions; one that fails is logged and the others still run.
+    """
+    first = feeds.feed_ack(user_id, seq)
+    if not first:
+        return
+    for hook in ACK_HOOKS:
+        try:
+            hook(user_id, first)
+        except Exception:
+            log.exception("ack hook failed")
+
+
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_REVOKED = 4403
 CLOSE_TOO_MANY = 4429
@@ -219,14 +235,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             await asyncio.sleep(delay)
         while self.ack_pending:
             self.ack_pending = False
-            first = await db(feeds.feed_ack)(self.user_id, self.last_acked)
-            if not first:
-                continue
-            for hook in ACK_HOOKS:
-                try:
-                    await db(hook)(self.user_id, first)
-                except Exception:
-                    log.exception("ack hook failed")
+            await db(_ack_and_notify)(self.user_id, self.last_acked)
 
     async def _action(self, content: dict[str, Any]) -> None:
         request_id = content.get("request_id")
