@@ -107,3 +107,65 @@ def test_the_serial_the_incident_and_its_report_are_one_statement_and_codes_grow
     codes = [intake(n).code.rsplit("-", 1)[1] for n in (1, 2, 3)]
     assert codes == ["9999", "10000", "10001"]
     assert Incident.objects.filter(code__endswith="-10000").count() == 1
+
+
+def _locked_in_another_session(incident_id: int) -> object:
+    """A raw session of its own holding the incident's row, as an action on it does first."""
+    import psycopg
+
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"], dbname=settings["NAME"]
+    )
+    other.execute("SELECT id FROM incidents_incident WHERE id = %s FOR UPDATE", [incident_id])
+    return other
+
+
+def test_an_intake_linking_a_duplicate_and_an_action_on_that_incident_do_not_deadlock(demo_city):
+    """Lock order: the linked incident before the feeds (migration incidents 0009).
+
+    An action locks its incident, then the feeds of its event's recipients. An intake that links that
+    incident as a possible duplicate used to take its key-share lock on it only at commit, after it had
+    locked the same feeds (the command centre's): each waited for the other, and PostgreSQL killed one.
+    """
+    import time
+
+    from realtime.models import Feed
+
+    grid_worker = User.objects.get(username="grid01")
+    lon, lat = point_in(first_grid_of("grid01"))
+    earlier = report_submit(
+        reporter=grid_worker,
+        data=ReportInput(category="UM03", description="违章搭建", lon=lon, lat=lat),
+        idempotency_key=uuid.uuid4().hex,
+    ).incident
+    centre = list(User.objects.filter(role__in=["operator", "commander"]).values_list("pk", flat=True))
+    assert Feed.objects.filter(user_id__in=centre).count() == len(centre)
+
+    action = _locked_in_another_session(earlier.pk)
+    outcome: dict[str, object] = {}
+
+    def intake() -> None:
+        try:
+            data = ReportInput(category="UM03", description="又一处违章搭建", lon=lon, lat=lat)
+            result = report_submit(reporter=grid_worker, data=data, idempotency_key=uuid.uuid4().hex)
+            outcome["duplicates"] = result.duplicates
+        except Exception as exc:  # asserted on below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=intake)
+    thread.start()
+    time.sleep(1.0)  # the intake goes as far as it can: it waits on the incident the action holds
+    try:
+        # The action goes on to its event: the command centre's feeds, in user order.
+        action.execute(
+            "SELECT user_id FROM realtime_feed WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE", [centre]
+        )
+        action.commit()
+    finally:
+        action.close()
+    thread.join(30)
+    assert "error" not in outcome, outcome
+    assert outcome["duplicates"] == [earlier.pk]
