@@ -815,8 +815,8 @@ def _order_mark_delivered(order_id: int, at: datetime) -> bool:
                 return False
         order = lock_row(DispatchOrder, order_id)  # already locked by the UPDATE: no wait
         # Its incident with category, grade, reporters and the reference versions in one read. Not
-        # locked: an intake that links a duplicate to it takes a key-share lock on it at commit, after
-        # taking the command centre's feeds, which this step takes next (a lock here would deadlock).
+        # locked: the step changes nothing of the incident's row, and a lock would make every first ack
+        # wait on (and hold up) the incident's own actions and the intakes that link it as a duplicate.
         order.incident = incident_for_step(order.incident_id)
         department = _departments_by_id().get(order.department_id)
         order.department = department or Department.objects.get(pk=order.department_id)
