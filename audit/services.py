@@ -16,12 +16,12 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.chain import canonical_json, hash_around_seq, record_hash, serialise_around_seq
 from audit.models import GENESIS_HASH, AuditHead, AuditRecord
-from config.rows import execute_then, insert_rows, inserted
+from config.rows import column_arrays, execute_then, insert_rows, inserted
 
 SOURCES = ("web", "api", "websocket", "system", "admin", "cli")
 
@@ -161,11 +161,9 @@ def _chain_and_write_postgresql(records: list[AuditRecord]) -> None:
     and writing after it. Each hash that comes back is checked against audit/chain.py before the
     transaction can commit, so a record the verifier would reject is never written.
     """
-    fields = _given_fields()
-    db = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy (see config.rows.insert_params)
     split = [serialise_around_seq(record) for record in records]
     params: list[Any] = [[before for before, _after in split], [after for _before, after in split]]
-    params += [[f.get_db_prep_save(f.pre_save(record, True), db) for record in records] for f in fields]
+    params += column_arrays(records, _given_fields())
 
     def then(returned: list[tuple[Any, ...]]) -> None:
         rows = sorted(returned, key=lambda row: int(row[1]))

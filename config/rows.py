@@ -148,10 +148,16 @@ def insert_params(objs: Sequence[Model], plan: InsertPlan) -> list[Any]:
     """The values of the plan's fields for objs, as `save()` would write them (pre_save included)."""
     # The connection itself, not the `connection` proxy: each field's conversion asks it for its
     # operations, and through the proxy every such question is a context-local lookup (half the time).
-    db = connections[DEFAULT_DB_ALIAS]
     if plan.columnar:
-        return [[f.get_db_prep_save(f.pre_save(obj, True), db) for obj in objs] for f in plan.fields]
+        return column_arrays(objs, plan.fields)
+    db = connections[DEFAULT_DB_ALIAS]
     return [f.get_db_prep_save(f.pre_save(obj, True), db) for obj in objs for f in plan.fields]
+
+
+def column_arrays(objs: Sequence[Model], fields: Sequence[Any]) -> list[list[Any]]:
+    """One array per field of the new rows objs (as `save()` would write them), for ``unnest(...)``."""
+    db = connections[DEFAULT_DB_ALIAS]  # not the proxy (see insert_params)
+    return [[f.get_db_prep_save(f.pre_save(obj, True), db) for obj in objs] for f in fields]
 
 
 def inserted(objs: Sequence[Model], ids: Sequence[Any]) -> None:
