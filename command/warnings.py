@@ -15,6 +15,7 @@ read" for the new version. See docs/warnings.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -64,7 +65,7 @@ from gis.datums import canonical_crs, to_wgs84_many
 from gis.geometry import areas_m2
 from gis.locator import get_area_resolver
 from incidents.models import Incident, Source, Status
-from incidents.services import ActionError
+from incidents.services import ActionError, retry_on_deadlock
 from realtime.publish import publish
 
 log = logging.getLogger(__name__)
@@ -1037,20 +1038,35 @@ def warning_mark_delivered(
     `version` (from the event's data) keeps a late acknowledgement of an older version from marking the
     current one delivered.
     """
+    return bool(_undelivered(warning_id, [user_id], version).update(delivered_at=at or timezone.now()))
+
+
+def _undelivered(warning_id: int, user_ids: list[int], version: int | None) -> QuerySet[WarningReceipt]:
+    """The receipts of these users for the warning (of that version, if given) not yet delivered."""
     receipts = WarningReceipt.objects.filter(
-        warning_id=warning_id, user_id=user_id, delivered_at__isnull=True
+        warning_id=warning_id, user_id__in=user_ids, delivered_at__isnull=True
     )
-    if version is not None:
-        receipts = receipts.filter(version=version)
-    return bool(receipts.update(delivered_at=at or timezone.now()))
+    return receipts if version is None else receipts.filter(version=version)
 
 
-def warnings_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]]]) -> None:
-    """An ack hook for realtime: each first-acknowledged warning.* event marks that receipt delivered."""
-    for name, data in events:
-        if name.startswith("warning.") and isinstance(data.get("id"), int):
-            version = data.get("version")
-            warning_mark_delivered(data["id"], user_id, version=version if isinstance(version, int) else None)
+def warnings_delivered_on_ack(acks: dict[int, list[tuple[str, dict[str, Any]]]]) -> None:
+    """An ack hook for realtime: each first-acknowledged warning.* event marks that receipt delivered.
+
+    One UPDATE per warning version for all the users of a flush (a warning to 5,000 clients comes back
+    as 5,000 acks within a second), not one per user.
+    """
+    users_of: dict[tuple[int, int | None], set[int]] = {}
+    for user_id, events in acks.items():
+        for name, data in events:
+            if name.startswith("warning.") and isinstance(data.get("id"), int):
+                version = data.get("version")
+                key = (data["id"], version if isinstance(version, int) else None)
+                users_of.setdefault(key, set()).add(user_id)
+    now = timezone.now()
+    for (warning_id, version), user_ids in users_of.items():
+        receipts = _undelivered(warning_id, sorted(user_ids), version)
+        # Two processes' flushes may share users (a user's tabs on both): retried if they deadlock.
+        retry_on_deadlock(functools.partial(receipts.update, delivered_at=now))
 
 
 def warnings_tick(*, now: datetime | None = None) -> int:

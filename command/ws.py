@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Subquery
-
 from command import rules
 from command.models import DispatchOrder
 from command.selectors import orders_visible_to
@@ -56,17 +54,31 @@ def _warning_read(user: Any, message: dict[str, Any]) -> dict[str, Any]:
     return {"warning_id": warning_id, "read_at": read_at}
 
 
-def orders_delivered_on_ack(user_id: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+def orders_delivered_on_ack(acks: dict[int, list[tuple[str, dict[str, Any]]]]) -> None:
     """An order counts as delivered at the first ack of its created event by its department's client."""
     from command.models import User
 
-    order_ids = [data["id"] for name, data in events if name == "order.created" and "id" in data]
-    if not order_ids:
-        return  # most acknowledgements: nothing to read
-    # The user's department, read in the same statement as the orders it holds.
-    department = User.objects.filter(pk=user_id).values("department_id")
-    held = DispatchOrder.objects.filter(pk__in=order_ids, department_id=Subquery(department))
-    for order_id in held.values_list("pk", flat=True):
+    wanted = {
+        (user_id, data["id"])
+        for user_id, events in acks.items()
+        for name, data in events
+        if name == "order.created" and isinstance(data.get("id"), int)
+    }
+    if not wanted:
+        return  # most acknowledgements (a warning's 5,000): nothing to read
+    users = {user_id for user_id, _order in wanted}
+    department_of = dict(User.objects.filter(pk__in=users).values_list("pk", "department_id"))
+    held = dict(
+        DispatchOrder.objects.filter(pk__in={order for _user, order in wanted}).values_list(
+            "pk", "department_id"
+        )
+    )
+    delivered = {
+        order
+        for user_id, order in wanted
+        if held.get(order) is not None and held[order] == department_of.get(user_id)
+    }
+    for order_id in sorted(delivered):
         order_mark_delivered(order_id=order_id)
 
 

@@ -26,33 +26,16 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from realtime import feeds
-from realtime.hooks import ACK_HOOKS, ACTIONS, ActionFailed
+from realtime.acks import batcher
+from realtime.hooks import ACTIONS, ActionFailed
 from realtime.hub import PROCESS_ID, hub
 
 log = logging.getLogger(__name__)
-
-ACK_FLUSH_S = 0.2
 
 
 def db(func: Any) -> Any:
     """Run database work in the thread pool, not on the one thread Channels serialises by default."""
     return database_sync_to_async(func, thread_sensitive=False)
-
-
-def _ack_and_notify(user_id: int, seq: int) -> None:
-    """Move a user's ack forward, then run each ack hook on what was acknowledged for the first time.
-
-    One trip to the thread pool for the whole flush (each trip also takes a pooled connection). Each
-    hook runs in its own transactions; one that fails is logged and the others still run.
-    """
-    first = feeds.feed_ack(user_id, seq)
-    if not first:
-        return
-    for hook in ACK_HOOKS:
-        try:
-            hook(user_id, first)
-        except Exception:
-            log.exception("ack hook failed")
 
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -113,8 +96,6 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         self.closing = False
         self.revoking: asyncio.Future[None] | None = None
         self.violations = 0
-        self.ack_pending = False
-        self.ack_task: asyncio.Future[None] | None = None
         self.window = int(getattr(settings, "WS_WINDOW", 500))
         self.bucket = TokenBucket(
             float(getattr(settings, "WS_RATE_PER_S", 20)), float(getattr(settings, "WS_RATE_BURST", 40))
@@ -239,19 +220,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if seq <= self.last_acked:
             return
         self.last_acked = seq
-        # Acks are coalesced: clients may ack every event, the database sees one write per flush.
-        self.ack_pending = True
-        if self.ack_task is None or self.ack_task.done():
-            self.ack_task = asyncio.ensure_future(self._flush_acks(ACK_FLUSH_S))
+        # Acks are coalesced: clients may ack every event; the process writes all its sockets' acks
+        # in one statement per flush (realtime/acks.py).
+        batcher.add(self.user_id, seq)
         if self.behind:
             self.request_catch_up()
-
-    async def _flush_acks(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        while self.ack_pending:
-            self.ack_pending = False
-            await db(_ack_and_notify)(self.user_id, self.last_acked)
 
     async def _action(self, content: dict[str, Any]) -> None:
         request_id = content.get("request_id")
@@ -396,10 +369,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             timer.cancel()
         if self.sender is not None:
             self.sender.cancel()
-        if self.ack_task is not None and not self.ack_task.done():
-            self.ack_task.cancel()
-        if self.ack_pending and self.user is not None:
-            await self._flush_acks(0)
+        if self.user is not None and batcher.waiting(self.user_id):
+            try:
+                await batcher.flush()
+            except Exception:
+                log.exception("could not write the socket's last acknowledgement")
         if self.user is not None:
             hub.remove(self)
             try:

@@ -1,8 +1,9 @@
 """Registries that let domain apps plug into the stream without realtime importing them.
 
 - ACTIONS: websocket action name (e.g. "order.sign") → a sync callable(user, message) → dict result.
-- ACK_HOOKS: called with (user_id, [(event name, data), …]) for events a user acknowledged for the first
-  time (command marks orders delivered, warnings mark receipts).
+- ACK_HOOKS: called with {user_id: [(event name, data), …]} for the events each user acknowledged for
+  the first time, once per flush of a process's acks (command marks orders delivered, warnings mark
+  receipts).
 - TICKS: periodic sync callables run by the background loop (deadlines, escalation, expiry).
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 ActionHandler = Callable[[Any, dict[str, Any]], dict[str, Any]]
-AckHook = Callable[[int, list[tuple[str, dict[str, Any]]]], None]
+AckHook = Callable[[dict[int, list[tuple[str, dict[str, Any]]]]], None]
 Tick = Callable[[], object]
 
 ACTIONS: dict[str, ActionHandler] = {}

@@ -84,15 +84,46 @@ def test_an_ack_of_other_events_reads_nothing_and_one_of_orders_reads_once(demo_
     staff = User.objects.filter(department_id=order.department_id, is_active=True).first()
     assert staff is not None
     with CaptureQueriesContext(connection) as queries:
-        orders_delivered_on_ack(staff.pk, [("incident.updated", {"id": order.incident_id})])
+        orders_delivered_on_ack({staff.pk: [("incident.updated", {"id": order.incident_id})]})
     assert queries.captured_queries == []
 
     outsider = User.objects.exclude(department_id=order.department_id).filter(role="department").first()
     assert outsider is not None
-    orders_delivered_on_ack(outsider.pk, [("order.created", {"id": order.pk})])
+    orders_delivered_on_ack({outsider.pk: [("order.created", {"id": order.pk})]})
     order.refresh_from_db()
     assert order.status == "issued", "another department's ack delivers nothing"
 
-    orders_delivered_on_ack(staff.pk, [("order.created", {"id": order.pk})])
+    orders_delivered_on_ack({staff.pk: [("order.created", {"id": order.pk})]})
     order.refresh_from_db()
     assert order.status == "delivered"
+
+
+def test_one_flush_of_several_departments_acks_delivers_each_order_to_its_own(demo_city):
+    first, second = _issued_orders(2)
+    staff = {
+        order.pk: User.objects.filter(department_id=order.department_id, is_active=True).first()
+        for order in (first, second)
+    }
+    outsider = (
+        User.objects.exclude(department_id__in=[first.department_id, second.department_id])
+        .filter(role="department")
+        .first()
+    )
+    assert outsider is not None and all(staff.values())
+    created = "order.created"
+    acks = {
+        staff[first.pk].pk: [(created, {"id": first.pk}), ("incident.updated", {"id": first.incident_id})],
+        outsider.pk: [(created, {"id": second.pk})],
+    }
+    if staff[second.pk].pk in acks:  # one department holds both: its user acks both
+        acks[staff[second.pk].pk].append((created, {"id": second.pk}))
+    else:
+        acks[staff[second.pk].pk] = [(created, {"id": second.pk})]
+    orders_delivered_on_ack(acks)
+    for order in (first, second):
+        order.refresh_from_db()
+        assert order.status == "delivered" and order.delivered_at is not None
+    steps = IncidentLogRecord.objects.filter(
+        action="order_delivered", incident_id__in=[first.incident_id, second.incident_id]
+    )
+    assert steps.count() == 2, "one step each, the outsider's ack counted for nothing"

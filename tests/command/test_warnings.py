@@ -10,7 +10,9 @@ from typing import Any
 import geopandas as gpd
 import pytest
 import shapely
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from command.cap import issuer_code
@@ -270,6 +272,29 @@ def test_orange_needs_a_commander_who_did_not_draft_it(client_for):
     assert actions == [("create", "draft"), ("approve", "approved"), ("edit", "draft")]
 
 
+@pytest.mark.embedded
+def test_one_flush_of_many_recipients_acks_marks_their_receipts_in_one_update():
+    operator = user("operator")
+    warning = warning_create(actor=operator, payload=payload("yellow"))
+    warning_issue(warning_id=warning.pk, actor=operator)
+    recipients = sorted(receipt_users(warning))
+    assert len(recipients) >= 4
+    acked, late, silent = recipients[:-2], recipients[-2], recipients[-1]
+    issued = ("warning.issued", {"id": warning.pk, "version": 1})
+    acks = {u: [issued, ("incident.updated", {"id": 1})] for u in acked}
+    acks[late] = [("warning.issued", {"id": warning.pk, "version": 0})]  # an older version's ack
+    with CaptureQueriesContext(connection) as queries:
+        warnings_delivered_on_ack(acks)
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 2, "one UPDATE per warning version, not one per recipient"
+    delivered = set(
+        WarningReceipt.objects.filter(warning=warning, delivered_at__isnull=False).values_list(
+            "user_id", flat=True
+        )
+    )
+    assert delivered == set(acked), (late, silent)
+
+
 # ------------------------------------------------------------------------------- update, cancel
 
 
@@ -342,7 +367,7 @@ def test_read_delivered_and_coverage_per_district_and_department(client_for):
     warning_issue(warning_id=warning.pk, actor=operator)
     worker = User.objects.filter(pk__in=receipt_users(warning), role="grid_worker").first()
     assert worker is not None
-    warnings_delivered_on_ack(worker.pk, [("warning.issued", {"id": warning.pk, "version": 1})])
+    warnings_delivered_on_ack({worker.pk: [("warning.issued", {"id": warning.pk, "version": 1})]})
     receipt = WarningReceipt.objects.get(warning=warning, user=worker)
     assert receipt.delivered_at is not None and receipt.read_at is None
     response = client_for(worker.username).post(
