@@ -1,4 +1,4 @@
-"""Start-up checks: an unreachable database or Redis stops the process with one clear line."""
+"""Start-up checks: an unreachable database or Redis, or a malformed setting, stops a process in one line."""
 
 from __future__ import annotations
 
@@ -60,8 +60,19 @@ def check_redis() -> None:
         raise PreflightError(f"REDIS_URL: cannot use {redact(settings.REDIS_URL)}: {reason}") from exc
 
 
+def check_gc_thresholds() -> None:
+    """GC_THRESHOLDS must be three whole numbers ≥ 1 (config/runtime.py)."""
+    from config.runtime import gc_thresholds
+
+    try:
+        gc_thresholds()
+    except ValueError as exc:
+        raise PreflightError(f"GC_THRESHOLDS: cannot use {exc}") from exc
+
+
 def check_all() -> None:
     """Run every start-up check, raising PreflightError on the first failure."""
+    check_gc_thresholds()
     check_database()
     check_redis()
 

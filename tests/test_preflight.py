@@ -57,3 +57,38 @@ def test_daphne_start_with_unreachable_redis_is_one_line(tmp_path):
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
     _assert_one_line(done, "REDIS_URL")
+
+
+@pytest.mark.embedded
+def test_daphne_start_with_malformed_gc_thresholds_is_one_line(tmp_path):
+    done = _run(
+        [DAPHNE, "-p", str(free_port()), "config.asgi:application"],
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        REDIS_URL="",
+        GC_THRESHOLDS="50000,twenty,10",
+    )
+    _assert_one_line(done, "GC_THRESHOLDS")
+    assert "three comma-separated whole numbers" in done.stderr
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize(("setting", "expected"), [("", "(50000, 20, 10)"), ("12345,11,9", "(12345, 11, 9)")])
+def test_a_server_process_collects_its_young_generation_less_often(tmp_path, setting, expected):
+    """What daphne loads (config.asgi) sets the collector's thresholds; a plain Django process does not."""
+    show = "import gc; print(gc.get_threshold())"
+    server = _run(
+        [sys.executable, "-c", f"import config.asgi; {show}"],
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        REDIS_URL="",
+        GC_THRESHOLDS=setting,
+    )
+    assert server.returncode == 0, server.stderr
+    assert server.stdout.strip().splitlines()[-1] == expected
+    plain = _run(
+        [sys.executable, "-c", f"import django; django.setup(); {show}"],
+        DJANGO_SETTINGS_MODULE="config.settings.base",
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        GC_THRESHOLDS=setting,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == "(700, 10, 10)"

@@ -255,6 +255,10 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+# Server processes' garbage-collector thresholds (config/runtime.py says why they are not CPython's).
+GC_THRESHOLDS = os.environ.get("GC_THRESHOLDS") or "50000,20,10"
+
+
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "config.security.SecurityHeadersMiddleware",
