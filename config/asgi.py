@@ -28,6 +28,10 @@ if settings.BACKGROUND_IN_PROCESS:
 
 application = build_application(django_asgi_app)
 
+from config.runtime import tune_collector  # noqa: E402
+
+tune_collector()  # a server process's collector thresholds (GC_THRESHOLDS), with or without preflight
+
 if os.environ.get("YJLD_SKIP_PREFLIGHT") != "1":
     from config.runtime import warm_up_in_thread
 

@@ -88,7 +88,6 @@ def warm_up_in_thread() -> threading.Thread:
     """`warm_up` in a daemon thread, so the server accepts connections meanwhile."""
     global _serving
     _serving = True
-    tune_collector()
     thread = threading.Thread(target=warm_up, name="warm-up", daemon=True)
     thread.start()
     return thread

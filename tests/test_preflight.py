@@ -72,8 +72,13 @@ def test_daphne_start_with_malformed_gc_thresholds_is_one_line(tmp_path):
 
 
 @pytest.mark.embedded
-@pytest.mark.parametrize(("setting", "expected"), [("", "(50000, 20, 10)"), ("12345,11,9", "(12345, 11, 9)")])
-def test_a_server_process_collects_its_young_generation_less_often(tmp_path, setting, expected):
+@pytest.mark.parametrize(
+    ("setting", "skip_preflight", "expected"),
+    [("", "0", "(50000, 20, 10)"), ("12345,11,9", "0", "(12345, 11, 9)"), ("", "1", "(50000, 20, 10)")],
+)
+def test_a_server_process_collects_its_young_generation_less_often(
+    tmp_path, setting, skip_preflight, expected
+):
     """What daphne loads (config.asgi) sets the collector's thresholds; a plain Django process does not."""
     show = "import gc; print(gc.get_threshold())"
     server = _run(
@@ -81,6 +86,7 @@ def test_a_server_process_collects_its_young_generation_less_often(tmp_path, set
         DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
         REDIS_URL="",
         GC_THRESHOLDS=setting,
+        YJLD_SKIP_PREFLIGHT=skip_preflight,
     )
     assert server.returncode == 0, server.stderr
     assert server.stdout.strip().splitlines()[-1] == expected
