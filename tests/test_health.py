@@ -74,3 +74,25 @@ def test_healthz_503_names_a_dead_database(tmp_path):
     assert result["status"] == 503
     assert result["body"]["failing"] == ["database"]
     assert result["body"]["channel_layer"]["ok"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_on_daphne_keeps_one_probe_channel_however_often_it_is_asked(tmp_path, settings):
+    """Each check used to subscribe a new channel that channels_redis never unsubscribed: a leak a probe."""
+    import urllib.request
+    import uuid
+
+    import redis
+
+    from tests.support.servers import daphne
+
+    assert settings.REDIS_URL, "this test needs the Redis channel layer"
+    prefix = f"hz{uuid.uuid4().hex[:8]}"
+    with daphne(tmp_path, env={"CHANNEL_PREFIX": prefix}) as server:
+        statuses = []
+        for _ in range(30):
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
+                statuses.append(response.status)
+        probes = redis.Redis.from_url(settings.REDIS_URL).pubsub_channels(f"{prefix}*healthz*")
+    assert statuses == [200] * 30
+    assert len(probes) <= 1, f"{len(probes)} probe channels still subscribed after 30 checks"
