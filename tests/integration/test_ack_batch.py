@@ -69,6 +69,9 @@ def _publish(user_ids: list[int], events: int) -> None:
 
 def test_the_acks_of_many_sockets_are_written_in_one_flush(demo_city, monkeypatch):
     users = list(User.objects.filter(is_active=True, role="grid_worker").order_by("pk")[:6])
+    monkeypatch.setattr(
+        acks, "ACK_FLUSH_S", 1.0
+    )  # a window the 18 acks surely fall in, on a slow machine too
     batches: list[dict[int, int]] = []
     written = feeds.feed_ack_many
 
