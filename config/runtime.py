@@ -62,11 +62,9 @@ def gc_thresholds() -> tuple[int, int, int]:
     return young, middle, old
 
 
-def tune_collector() -> tuple[int, int, int]:
-    """Set this process's collection thresholds from settings.GC_THRESHOLDS; return the previous ones."""
-    previous = gc.get_threshold()
+def tune_collector() -> None:
+    """Set this process's collection thresholds from settings.GC_THRESHOLDS."""
     gc.set_threshold(*gc_thresholds())
-    return previous
 
 
 def warm_up() -> None:

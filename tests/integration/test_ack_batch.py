@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.testing import WebsocketCommunicator
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from command.models import User
 from realtime import acks, feeds
-from realtime.consumers import StreamConsumer
 from realtime.models import Feed
 from realtime.publish import publish
+from tests.support.wsclient import open_stream
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -32,12 +31,7 @@ def _stream_acks(users: list[User], events: int) -> list[dict]:
     async def session() -> list[dict]:
         clients = []
         for ticket in tickets:
-            client = WebsocketCommunicator(StreamConsumer.as_asgi(), "/ws/stream/")
-            connected, _ = await client.connect()
-            assert connected
-            await client.send_to(text_data=json.dumps({"type": "auth", "ticket": ticket}))
-            welcome = await client.receive_json_from(timeout=10)
-            await client.send_to(text_data=json.dumps({"type": "hello", "resume_from": welcome["head"]}))
+            client, _welcome = await open_stream(ticket)
             clients.append(client)
         await asyncio.to_thread(_publish, [u.pk for u in users], events)
         received = []

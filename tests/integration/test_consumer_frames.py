@@ -6,11 +6,10 @@ import json
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.testing import WebsocketCommunicator
 
 from command.models import User
-from realtime.consumers import StreamConsumer
 from realtime.feeds import ticket_issue
+from tests.support.wsclient import open_stream
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -29,12 +28,7 @@ def test_acks_and_other_frames_take_no_trip_to_the_sync_thread(demo_city, monkey
     ticket = ticket_issue(User.objects.get(username="operator"))
 
     async def session() -> dict:
-        client = WebsocketCommunicator(StreamConsumer.as_asgi(), "/ws/stream/")
-        connected, _ = await client.connect()
-        assert connected
-        await client.send_to(text_data=json.dumps({"type": "auth", "ticket": ticket}))
-        welcome = await client.receive_json_from(timeout=10)
-        await client.send_to(text_data=json.dumps({"type": "hello", "resume_from": welcome["head"]}))
+        client, welcome = await open_stream(ticket)
         for _ in range(5):
             await client.send_to(text_data=json.dumps({"type": "ack", "seq": welcome["head"]}))
         await client.send_to(text_data=json.dumps({"type": "nonsense"}))

@@ -134,3 +134,19 @@ class StreamClient:
             except ConnectionClosed as exc:
                 return exc.rcvd.code if exc.rcvd else None
         return None
+
+
+async def open_stream(ticket: str) -> tuple[Any, dict[str, Any]]:
+    """An in-process stream socket (channels' WebsocketCommunicator): authenticated by ticket, hello sent
+    from its head. Returns the communicator and the welcome message."""
+    from channels.testing import WebsocketCommunicator
+
+    from realtime.consumers import StreamConsumer
+
+    client = WebsocketCommunicator(StreamConsumer.as_asgi(), "/ws/stream/")
+    connected, _ = await client.connect()
+    assert connected
+    await client.send_to(text_data=json.dumps({"type": "auth", "ticket": ticket}))
+    welcome = await client.receive_json_from(timeout=10)
+    await client.send_to(text_data=json.dumps({"type": "hello", "resume_from": welcome["head"]}))
+    return client, welcome
